@@ -1,0 +1,92 @@
+"""Synthetic step batches for benchmarks: random walks on a ring of states, built with tensor ops only.
+
+Each group's G rollouts start in the same state and take steps of -1, 0 (a self-loop), +1 or +2 around a
+ring of ``num_states`` states, so trajectories revisit states, share states with their siblings and close
+cycles, like agents re-entering rooms. Lengths are uniform in 1..horizon; a trajectory succeeds with
+probability ``success_rate`` (episode reward 10, per-step reward 10 on its last step); a step is invalid
+with probability ``invalid_rate``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from graphgpo.batch import StepBatch
+
+# Odd 64-bit multiplier (golden ratio, as signed int64): spreads small state ids over the int64 range like
+# real hashed keys, so benchmarks do not sort suspiciously small integers.
+_SPREAD = 0x9E3779B97F4A7C15 - (1 << 64)
+_MOVES = (-1, 0, 1, 1, 2)
+
+
+def synthetic_columns(num_groups: int, group_size: int, horizon: int, num_states: int, seed: int = 0,
+                      device="cpu", *, success_rate: float = 0.5, invalid_rate: float = 0.1,
+                      with_cost: bool = False) -> dict[str, torch.Tensor]:
+    """Columns of a synthetic batch (row order: trajectory by trajectory, steps in order)."""
+    gen = torch.Generator().manual_seed(seed)
+    num_trajs = num_groups * group_size
+    lengths = torch.randint(1, horizon + 1, (num_trajs,), generator=gen)
+    moves = torch.tensor(_MOVES)[torch.randint(len(_MOVES), (num_trajs, horizon), generator=gen)]
+    start = torch.randint(num_states, (num_groups,), generator=gen).repeat_interleave(group_size)
+    # position[:, t] is the state before step t; column horizon is the state after the last possible step
+    position = torch.cat([start[:, None], start[:, None] + moves.cumsum(1)], 1) % num_states
+    alive = torch.arange(horizon)[None, :] < lengths[:, None]
+
+    traj = torch.arange(num_trajs)[:, None].expand(num_trajs, horizon)[alive]
+    step = torch.arange(horizon)[None, :].expand(num_trajs, horizon)[alive]
+    state = position[:, :-1][alive] * _SPREAD
+    next_state = position[:, 1:][alive] * _SPREAD
+    group = traj // group_size
+    traj_success = torch.rand(num_trajs, generator=gen) < success_rate
+    success = traj_success[traj]
+    episode_reward = success.to(torch.float64) * 10.0
+    last = step == lengths[traj] - 1
+    reward = (success & last).to(torch.float64) * 10.0
+    valid = torch.rand(traj.numel(), generator=gen) >= invalid_rate
+    columns = dict(group=group, traj=traj, step=step, state=state, next_state=next_state, success=success,
+                   valid=valid, episode_reward=episode_reward, reward=reward)
+    if with_cost:
+        columns["cost"] = torch.randint(1, 4, (traj.numel(),), generator=gen).to(torch.float64) * 0.5
+    return {name: col.to(device) for name, col in columns.items()}
+
+
+def make_synthetic_batch(num_groups: int, group_size: int, horizon: int, num_states: int, seed: int = 0,
+                         device="cpu", *, success_rate: float = 0.5, invalid_rate: float = 0.1,
+                         with_cost: bool = False, validate: bool = True) -> StepBatch:
+    """A synthetic ``StepBatch`` built on ``device`` with ``StepBatch.from_tensors`` (no Python objects).
+
+    About ``num_groups * group_size * (horizon + 1) / 2`` rows.
+    """
+    columns = synthetic_columns(num_groups, group_size, horizon, num_states, seed, device,
+                                success_rate=success_rate, invalid_rate=invalid_rate, with_cost=with_cost)
+    return StepBatch.from_tensors(**columns, validate=validate)
+
+
+def groups_for_steps(num_steps: int, group_size: int = 8, horizon: int = 50) -> int:
+    """Number of groups that gives about ``num_steps`` rows with ``make_synthetic_batch``."""
+    return max(1, round(num_steps / (group_size * (horizon + 1) / 2)))
+
+
+def make_synthetic_records(num_groups: int = 16, group_size: int = 8, horizon: int = 50, num_states: int = 40,
+                           seed: int = 0) -> list[dict]:
+    """Records (dicts) like an environment loop produces: string observations of ~200 characters,
+    string group ids (task ids) and trajectory ids."""
+    cols = synthetic_columns(num_groups, group_size, horizon, num_states, seed)
+    # Text observations: one per ring position, long enough to make hashing realistic.
+    texts = [f"-= Room {k} =- You are in room {k}. You see a cabinet {k % 7}, a countertop {k % 5}, "
+             f"a drawer {k % 3} and a fridge. On the countertop {k % 5} you see a mug {k % 4}. "
+             f"Your task is to: put a clean mug in the coffeemachine." for k in range(num_states)]
+    # Recover ring positions from the spread keys: keys are position * _SPREAD, a bijection mod 2^64.
+    inverse = pow(_SPREAD % (1 << 64), -1, 1 << 64)
+    inverse = inverse - (1 << 64) if inverse >= 1 << 63 else inverse
+    state = (cols["state"] * inverse).tolist()
+    next_state = (cols["next_state"] * inverse).tolist()
+    group, traj, step = cols["group"].tolist(), cols["traj"].tolist(), cols["step"].tolist()
+    success, valid = cols["success"].tolist(), cols["valid"].tolist()
+    episode_reward, reward = cols["episode_reward"].tolist(), cols["reward"].tolist()
+    return [
+        {"group": f"task-{group[i]}", "traj": f"task-{group[i]}/rollout-{traj[i]}", "step": step[i],
+         "state": texts[state[i]], "next_state": texts[next_state[i]], "success": success[i],
+         "valid": valid[i], "episode_reward": episode_reward[i], "reward": reward[i]}
+        for i in range(len(group))
+    ]

@@ -1,0 +1,93 @@
+"""Backend registry: which implementations of the estimators exist, which are usable here, and loading them.
+
+Every backend is a module exposing ``compute(batch, method, config) -> AdvantageOutput``. Modules are
+imported only when asked for, and optional packages (Triton, pylibcugraph) are detected once without
+importing them, so ``import graphgpo`` stays light and a missing package fails only when its backend is used.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+from types import ModuleType
+
+import torch
+
+BACKENDS = ("reference", "torch", "triton", "cugraph")
+"""All backend names, in order of preference for nothing in particular (``auto`` has its own rule)."""
+
+_MODULES = {
+    "reference": "graphgpo.backends.reference",
+    "torch": "graphgpo.backends.torch_backend",
+    "triton": "graphgpo.backends.triton_backend",
+    "cugraph": "graphgpo.backends.cugraph_backend",
+}
+
+# Optional package each GPU backend needs, and the extra that installs it.
+_REQUIREMENTS = {
+    "triton": ("triton", "pip install 'graphgpo[gpu]'"),
+    "cugraph": ("pylibcugraph", "pip install 'graphgpo[cugraph]'"),
+}
+
+
+@functools.cache
+def _has_package(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+@functools.cache
+def _cuda_usable() -> bool:
+    return torch.cuda.is_available()
+
+
+def _is_cuda(device) -> bool:
+    return device is not None and torch.device(device).type == "cuda"
+
+
+def unavailable_reason(name: str, device=None) -> str | None:
+    """Why backend ``name`` cannot run here (on ``device``, if given); None when it can."""
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS + ('auto',)))}; got {name!r}")
+    if name not in _REQUIREMENTS:
+        return None
+    package, install = _REQUIREMENTS[name]
+    if not _has_package(package):
+        return f"backend {name!r} needs the {package!r} package, which is not installed ({install})"
+    if not _cuda_usable():
+        return f"backend {name!r} needs a CUDA device, and torch sees none"
+    if device is not None and not _is_cuda(device):
+        return f"backend {name!r} works on CUDA tensors; the batch is on {torch.device(device)} (use batch.to('cuda'))"
+    return None
+
+
+def available_backends(device=None) -> list[str]:
+    """Names of the backends usable here; with ``device``, those that can run on tensors on that device."""
+    return [name for name in BACKENDS if unavailable_reason(name, device) is None]
+
+
+def resolve_backend(name: str, device=None) -> str:
+    """Turn ``"auto"`` into a concrete name and check that the backend can run on ``device``.
+
+    ``auto``: Triton for CUDA tensors when Triton and CUDA are usable, else the vectorised torch backend.
+    Raises ValueError for an unknown name and RuntimeError for a known backend that cannot run here.
+    """
+    if name == "auto":
+        return "triton" if _is_cuda(device) and unavailable_reason("triton", device) is None else "torch"
+    reason = unavailable_reason(name, device)
+    if reason is not None:
+        raise RuntimeError(reason)
+    return name
+
+
+def get_backend(name: str) -> ModuleType:
+    """Import and return the module of backend ``name`` (a module with ``compute(batch, method, config)``)."""
+    if name not in _MODULES:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {name!r}")
+    try:
+        return importlib.import_module(_MODULES[name])
+    except ImportError as error:
+        if name in _REQUIREMENTS:
+            package, install = _REQUIREMENTS[name]
+            raise ImportError(f"backend {name!r} could not be loaded ({error}); it needs {package!r}: {install}") from error
+        raise

@@ -1,0 +1,206 @@
+"""The batch's state graphs as tensors, and shortest distances to SUCCESS (the graph half of the torch backend).
+
+All groups form one block-diagonal graph: node ids are dense over (group, state key) pairs, and group ``g``'s
+SUCCESS sink is node ``num_state_nodes + g``. One edge per row, ``state -> next_state``, except that the last
+step of a successful trajectory points to its group's sink (its own next_state is not a node unless it occurs
+elsewhere in the group). Distances are computed from every sink at once on the reversed graph.
+
+Pipeline (each stage a function, so that GPU backends can reuse one or swap it for a kernel):
+
+    is_success_step -> node_ids -> success_edges -> reverse_csr
+    -> sweep_distances | frontier_distances -> group_fill_unreachable
+
+Host syncs: the sizes of the two ``torch.unique`` calls, and one per sweep / BFS level (the "changed" test or
+the frontier's edge count). The number of levels is at most the longest shortest path (in edges) + 1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+F64 = torch.float64
+
+SWEEP_MAX_EDGES = 1 << 15
+"""Graphs with at most this many edges use dense Bellman-Ford sweeps: a few cheap ops per level beat the
+frontier's ~20 small ops per level. Larger graphs use the frontier, whose total work is linear in the edges."""
+
+
+@dataclass(frozen=True)
+class StepGraph:
+    """All groups' state graphs as one block-diagonal graph."""
+
+    num_state_nodes: int
+    """State nodes have ids 0..num_state_nodes-1, in sorted (group id, state key) order."""
+    num_groups: int
+    """Group g's SUCCESS sink is node num_state_nodes + g (isolated if the group has no success)."""
+    node_group: torch.Tensor
+    """int64 [num_nodes]: group of every node, sinks included."""
+    src: torch.Tensor
+    """int64 [rows]: node of the row's state."""
+    dst: torch.Tensor
+    """int64 [rows]: node of the row's next_state, or its group's sink where the row reaches SUCCESS."""
+    cost: torch.Tensor | None
+    """float64 [rows]: edge costs, or None for unit costs."""
+    has_success: torch.Tensor
+    """bool [groups]: the group has a successful trajectory (its sink is a source of the search)."""
+
+    @property
+    def num_nodes(self) -> int:
+        return self.num_state_nodes + self.num_groups
+
+
+@dataclass(frozen=True)
+class ReverseCSR:
+    """Edges sorted by (dst, src): the in-edges of node v are positions indptr[v]..indptr[v+1]-1."""
+
+    indptr: torch.Tensor
+    """int64 [num_nodes + 1]."""
+    src: torch.Tensor
+    """int64 [edges]: tail of each sorted edge (the node a reverse step reaches)."""
+    dst: torch.Tensor
+    """int64 [edges]: head of each sorted edge."""
+    cost: torch.Tensor | None
+    """float64 [edges] or None."""
+    num_unique_edges: int
+    """Distinct (src, dst) pairs (parallel edges with different costs count once)."""
+
+
+def is_success_step(batch) -> torch.Tensor:
+    """bool [rows]: the row is the last step of a successful trajectory, so its edge goes to SUCCESS."""
+    # Steps of a trajectory are exactly 0..L-1 (StepBatch validates this), so L is its row count.
+    lengths = torch.bincount(batch.traj, minlength=batch.num_trajs)
+    return batch.success & (batch.step == lengths[batch.traj] - 1)
+
+
+def node_ids(batch, to_success: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Dense ids of (group, state key) pairs, numbered in sorted (group id, key) order.
+
+    Returns ``(node_group, state_node, next_node)``: the group of every state node, and per row the node of
+    its state and of its next_state (``next_node`` equals ``state_node`` where ``to_success``).
+    """
+    n = batch.num_rows
+    # Ranking the raw keys first lets (group, rank) fold into one exact int64 (no hashing of pairs, no
+    # unique(dim=0)); rank order is key order, so the pair order is (group, key) order.
+    keys, key_rank = torch.unique(torch.cat([batch.state, batch.next_state]), return_inverse=True)
+    num_keys = keys.numel()
+    pair = batch.group.repeat(2) * num_keys + key_rank
+    state_pair = pair[:n]
+    # A terminal next_state must not create a node: use the row's own state instead (a node anyway), which
+    # needs no boolean selection (and no host sync).
+    next_pair = torch.where(to_success, state_pair, pair[n:])
+    node_pair, node = torch.unique(torch.cat([state_pair, next_pair]), return_inverse=True)
+    return torch.div(node_pair, num_keys, rounding_mode="floor"), node[:n], node[n:]
+
+
+def success_edges(batch) -> StepGraph:
+    """The block-diagonal graph of the batch: one edge per row, success steps redirected to the sinks."""
+    to_success = is_success_step(batch)
+    state_node_group, src, next_node = node_ids(batch, to_success)
+    num_state_nodes = state_node_group.numel()
+    num_groups = batch.num_groups
+    device = src.device
+    dst = torch.where(to_success, num_state_nodes + batch.group, next_node)
+    # Count success steps per group (index_put with duplicate indices would keep an arbitrary writer).
+    has_success = torch.zeros(num_groups, dtype=torch.int64, device=device).index_add_(
+        0, batch.group, to_success.long()) > 0
+    node_group = torch.cat([state_node_group, torch.arange(num_groups, device=device)])
+    return StepGraph(num_state_nodes, num_groups, node_group, src, dst, batch.cost, has_success)
+
+
+def reverse_csr(graph: StepGraph) -> ReverseCSR:
+    """Sort the edges by (dst, src) into a reverse CSR; the same sort counts the distinct edges."""
+    num_nodes = graph.num_nodes
+    key, order = torch.sort(graph.dst * num_nodes + graph.src)
+    indptr = torch.zeros(num_nodes + 1, dtype=torch.int64, device=key.device)
+    indptr[1:] = torch.cumsum(torch.bincount(graph.dst, minlength=num_nodes), 0)
+    num_unique = int((key[1:] != key[:-1]).sum()) + 1 if key.numel() else 0
+    cost = graph.cost[order] if graph.cost is not None else None
+    return ReverseCSR(indptr, graph.src[order], graph.dst[order], cost, num_unique)
+
+
+def _initial_distances(graph: StepGraph) -> torch.Tensor:
+    """float64 [num_nodes]: 0 at the sinks of groups with a success, inf everywhere else."""
+    dist = torch.full((graph.num_nodes,), math.inf, dtype=F64, device=graph.src.device)
+    dist[graph.num_state_nodes:] = torch.where(graph.has_success, 0.0, math.inf)
+    return dist
+
+
+def sweep_distances(graph: StepGraph) -> torch.Tensor:
+    """Shortest distances to SUCCESS by Bellman-Ford sweeps over all edges at once (Jacobi order).
+
+    Each sweep relaxes ``d[src] = min(d[src], d[dst] + cost)`` for every edge; the loop stops at the first
+    sweep that changes nothing. Distances are accumulated sink-outwards (d(next) + cost), the same float
+    operations as the reference's Dijkstra, so they agree exactly. Unreachable nodes stay inf.
+    """
+    dist = _initial_distances(graph)
+    cost = graph.cost if graph.cost is not None else 1.0
+    while True:
+        relaxed = dist.scatter_reduce(0, graph.src, dist[graph.dst] + cost, "amin")
+        if torch.equal(relaxed, dist):  # host sync, once per level
+            return dist
+        dist = relaxed
+
+
+def _expand_segments(starts: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Concatenation of ranges starts[i] .. starts[i]+counts[i]-1, without a Python loop."""
+    total = int(counts.sum())  # host sync: the size of the next frontier's edge list
+    offsets = torch.cumsum(counts, 0) - counts
+    shift = torch.repeat_interleave(starts - offsets, counts, output_size=total)
+    return shift + torch.arange(total, device=starts.device)
+
+
+def _dedupe(nodes: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+    """``nodes`` without repeats, in O(len) using the scratch buffer ``owner`` [num_nodes] (no sort)."""
+    position = torch.arange(nodes.numel(), device=nodes.device)
+    owner[nodes] = position  # with repeats one arbitrary writer wins; exactly that copy is kept
+    return nodes[owner[nodes] == position]
+
+
+def frontier_distances(graph: StepGraph, csr: ReverseCSR) -> torch.Tensor:
+    """Shortest distances to SUCCESS by a level-synchronous search from every sink at once.
+
+    Each level expands only the in-edges of the frontier (the nodes whose distance changed in the previous
+    level), so the total work is linear in the number of edges. Unit costs: plain BFS, a node's distance is
+    the level at which it is first reached. Weighted costs: the frontier holds every node whose distance
+    improved (Bellman-Ford restricted to changed nodes); it ends when no distance improves.
+    """
+    dist = _initial_distances(graph)
+    owner = torch.empty(graph.num_nodes, dtype=torch.int64, device=dist.device)
+    frontier = torch.arange(graph.num_state_nodes, graph.num_nodes, device=dist.device)
+    level = 0
+    while frontier.numel():
+        starts = csr.indptr[frontier]
+        edges = _expand_segments(starts, csr.indptr[frontier + 1] - starts)
+        if edges.numel() == 0:
+            break
+        tails = csr.src[edges]
+        if csr.cost is None:
+            level += 1
+            tails = tails[torch.isinf(dist[tails])]
+            dist[tails] = float(level)
+        else:
+            before = dist[tails]
+            dist.scatter_reduce_(0, tails, dist[csr.dst[edges]] + csr.cost[edges], "amin")
+            tails = tails[dist[tails] < before]
+        frontier = _dedupe(tails, owner)
+    return dist
+
+
+def shortest_distances(graph: StepGraph, csr: ReverseCSR) -> torch.Tensor:
+    """float64 [num_nodes]: distance to the group's SUCCESS sink (inf where unreachable or no success)."""
+    if graph.src.numel() <= SWEEP_MAX_EDGES:
+        return sweep_distances(graph)
+    return frontier_distances(graph, csr)
+
+
+def group_fill_unreachable(dist: torch.Tensor, graph: StepGraph) -> torch.Tensor:
+    """SPEC 3: unreachable nodes get d_max + 1 (d_max = the group's largest finite distance); every node
+    of a group without success gets 1."""
+    finite = torch.isfinite(dist)
+    d_max = torch.zeros(graph.num_groups, dtype=F64, device=dist.device).scatter_reduce_(
+        0, graph.node_group, torch.where(finite, dist, 0.0), "amax")
+    filled = torch.where(finite, dist, (d_max + 1.0)[graph.node_group])
+    return torch.where(graph.has_success[graph.node_group], filled, 1.0)

@@ -1,0 +1,213 @@
+"""Prompt templates per environment and the projection from model text to an action.
+
+Templates (``get_template(env_name, style)``) turn an environment's situation into the prompt::
+
+    template.render(PromptContext(task=..., step=..., history=[(obs, action), ...], observation=...,
+                                  admissible_actions=[...]))
+
+* ``style="full"`` (LLMs, as the GiGPO/GraphGPO recipes): task, step count, the last ``history_length``
+  (K = 2) observations and actions, the current observation, the admissible actions, and the answer
+  format: reason inside ``<think>…</think>``, answer inside ``<action>…</action>``.
+* ``style="compact"`` (tiny word-level models): the current observation only, nothing else.
+
+Projection (``project_action(text, vocabulary, mode=...)``) returns ``Projection(action, valid,
+reason)``:
+
+* ``mode="tags"``: the text must contain ``<think>…</think>`` (unless ``require_think=False``) and an
+  ``<action>…</action>`` block (the last one counts); the action is its content, stripped,
+  whitespace-collapsed, compared case-insensitively with ``vocabulary``. Missing tags, an empty action,
+  or text outside the vocabulary → invalid.
+* ``mode="bare"``: the whole text (stripped) must be one word/phrase of the vocabulary; for tiny models
+  that emit a single action token.
+
+What happens to an invalid action is the environment's business (``invalid_action_policy``):
+Sokoban's template says ``"noop"``: the move is not executed (the engine sends the empty action, which
+Sokoban treats as a no-op step); text tasks say ``"pass"``: the extracted text is sent through and the
+environment answers as it does (e.g. "Nothing happens.").
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Sequence
+
+__all__ = [
+    "PromptContext",
+    "PromptTemplate",
+    "Projection",
+    "project_action",
+    "get_template",
+    "TEMPLATES",
+]
+
+_ACTION_RE = re.compile(r"<action>(.*?)</action>", re.DOTALL | re.IGNORECASE)
+_THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
+_MAX_PASSTHROUGH_CHARS = 200  # text tasks: cap on raw text sent through when tags are missing
+
+
+@dataclass(frozen=True)
+class Projection:
+    """Result of parsing a generation: the action text to execute and whether it was valid."""
+
+    action: str
+    valid: bool
+    reason: str = ""
+    """Why the action is invalid ("" when valid): missing_action_tag, missing_think_tag, empty_action,
+    not_in_vocabulary."""
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.strip().split()).lower()
+
+
+def project_action(text: str, vocabulary: Sequence[str] | None, *, mode: str = "tags",
+                   require_think: bool = True) -> Projection:
+    """Parse model text into an action.
+
+    ``vocabulary`` is the set of allowed actions (Sokoban's moves, a task's admissible commands); None
+    accepts any non-empty action. A valid action is returned as spelled in the vocabulary.
+    """
+    if mode not in ("tags", "bare"):
+        raise ValueError(f"mode: expected 'tags' or 'bare', got {mode!r}")
+    if mode == "bare":
+        candidate = _normalise(text)
+        reason = ""
+    else:
+        matches = _ACTION_RE.findall(text)
+        if not matches:
+            # No answer block: keep a tail of the raw text for environments that take it anyway.
+            return Projection(_normalise(text)[-_MAX_PASSTHROUGH_CHARS:], False, "missing_action_tag")
+        candidate = _normalise(matches[-1])
+        reason = "" if (not require_think or _THINK_RE.search(text)) else "missing_think_tag"
+    if not candidate:
+        return Projection("", False, "empty_action")
+    if vocabulary is not None:
+        lookup = {_normalise(a): a for a in vocabulary}
+        if candidate not in lookup:
+            return Projection(candidate, False, reason or "not_in_vocabulary")
+        candidate = lookup[candidate]
+    return Projection(candidate, not reason, reason)
+
+
+@dataclass(frozen=True)
+class PromptContext:
+    """Everything a template may show for one step of one environment."""
+
+    observation: str
+    step: int = 0
+    task: str = ""
+    history: Sequence[tuple[str, str]] = ()
+    """(observation, action taken) of earlier steps, oldest first."""
+    admissible_actions: Sequence[str] | None = None
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A prompt format plus the parsing rules that go with it."""
+
+    name: str
+    intro: str = ""
+    """Opening paragraph describing the environment."""
+    style: str = "full"
+    """"full" (history, actions, answer format) or "compact" (current observation only)."""
+    history_length: int = 2
+    """K: earlier (observation, action) pairs shown."""
+    parse_mode: str = "tags"
+    """Projection mode: "tags" or "bare"."""
+    require_think: bool = True
+    invalid_action_policy: str = "pass"
+    """"noop": invalid actions are not executed; "pass": extracted text goes to the environment."""
+    fixed_vocabulary: tuple[str, ...] | None = None
+    """Action vocabulary when the environment has a fixed one (Sokoban); else its admissible actions."""
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.style not in ("full", "compact"):
+            raise ValueError(f"style: expected 'full' or 'compact', got {self.style!r}")
+        if self.parse_mode not in ("tags", "bare"):
+            raise ValueError(f"parse_mode: expected 'tags' or 'bare', got {self.parse_mode!r}")
+        if self.invalid_action_policy not in ("noop", "pass"):
+            raise ValueError(f"invalid_action_policy: expected 'noop' or 'pass', got {self.invalid_action_policy!r}")
+        if self.history_length < 0:
+            raise ValueError(f"history_length: must be >= 0, got {self.history_length}")
+
+    def vocabulary(self, admissible_actions: Sequence[str] | None) -> Sequence[str] | None:
+        return self.fixed_vocabulary if self.fixed_vocabulary is not None else admissible_actions
+
+    def render(self, ctx: PromptContext) -> str:
+        if self.style == "compact":
+            return ctx.observation
+        parts = [self.intro.strip()] if self.intro else []
+        if ctx.task:
+            parts.append(f"Your task: {ctx.task.strip()}")
+        recent = list(ctx.history)[-self.history_length:] if self.history_length else []
+        if recent:
+            first = ctx.step - len(recent)
+            lines = [f"Prior to this step, you have taken {ctx.step} step(s). "
+                     f"Your last {len(recent)} observation(s) and action(s):"]
+            for i, (obs, act) in enumerate(recent):
+                lines.append(f"[Observation {first + i + 1}]\n{obs.strip()}\n[Action {first + i + 1}] {act}")
+            parts.append("\n".join(lines))
+        elif ctx.step == 0:
+            parts.append("This is the first step.")
+        parts.append(f"You are now at step {ctx.step + 1} and your current observation is:\n{ctx.observation.strip()}")
+        vocab = self.vocabulary(ctx.admissible_actions)
+        if vocab:
+            parts.append("Your admissible actions are: " + ", ".join(f"'{a}'" for a in vocab) + ".")
+        if self.parse_mode == "bare":
+            parts.append("Answer with one admissible action and nothing else.")
+        else:
+            think = ("First reason step by step about the situation and what to do inside <think> </think> "
+                     "tags. " if self.require_think else "")
+            parts.append(think + "Then give exactly one admissible action inside <action> </action> tags.")
+        return "\n\n".join(parts)
+
+    def project(self, text: str, admissible_actions: Sequence[str] | None) -> Projection:
+        return project_action(text, self.vocabulary(admissible_actions), mode=self.parse_mode,
+                              require_think=self.require_think)
+
+    def action_to_execute(self, projection: Projection) -> str:
+        """What the engine sends to the environment for this projection."""
+        if projection.valid or self.invalid_action_policy == "pass":
+            return projection.action
+        return ""  # "noop": environments with a fixed move set treat "" as a not-executed step
+
+
+_SOKOBAN_INTRO = (
+    "You are an expert agent playing Sokoban. The goal is to push every box onto a target. You can move "
+    "up, down, left or right; walking into a box pushes it one cell if the cell beyond is free. Boxes "
+    "cannot be pulled, and a box pushed into a corner is stuck for good."
+)
+_TEXTWORLD_INTRO = (
+    "You are an expert agent playing a text adventure game. Explore, use objects and complete the task "
+    "described below with as few actions as possible."
+)
+_ALFWORLD_INTRO = "You are an expert agent operating in the ALFRED embodied household environment."
+_WEBSHOP_INTRO = "You are an expert autonomous agent shopping on a website to buy a product that fits the instruction."
+
+_SOKOBAN_MOVES = ("up", "down", "left", "right")
+
+TEMPLATES: dict[tuple[str, str], PromptTemplate] = {
+    ("sokoban", "full"): PromptTemplate("sokoban", _SOKOBAN_INTRO, invalid_action_policy="noop",
+                                        fixed_vocabulary=_SOKOBAN_MOVES),
+    ("sokoban", "compact"): PromptTemplate("sokoban-compact", style="compact", parse_mode="bare",
+                                           invalid_action_policy="noop", fixed_vocabulary=_SOKOBAN_MOVES),
+    ("textworld", "full"): PromptTemplate("textworld", _TEXTWORLD_INTRO),
+    ("alfworld", "full"): PromptTemplate("alfworld", _ALFWORLD_INTRO),
+    ("webshop", "full"): PromptTemplate("webshop", _WEBSHOP_INTRO),
+}
+
+
+def get_template(env_name: str, style: str = "full", **overrides) -> PromptTemplate:
+    """The template for an environment and style; ``overrides`` replace fields (e.g. history_length=4)."""
+    try:
+        template = TEMPLATES[(env_name, style)]
+    except KeyError:
+        known = ", ".join(f"{e}/{s}" for e, s in sorted(TEMPLATES))
+        raise ValueError(f"no prompt template for env {env_name!r} with style {style!r}; known: {known}") from None
+    if overrides:
+        from dataclasses import replace
+
+        template = replace(template, **overrides)
+    return template

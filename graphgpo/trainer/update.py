@@ -1,0 +1,122 @@
+"""The PPO update on per-step samples: mini-batches, gradient accumulation, gradient clipping.
+
+A sample is one environment step: the prompt ids of that step, the response ids, the rollout policy's
+log-probs of those tokens, and the step's advantage (the same scalar for every response token).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .loss import policy_loss
+
+
+class NonFiniteError(RuntimeError):
+    """A NaN/inf in advantages, loss or gradients: the run stops without saving the bad state."""
+
+
+@dataclass
+class StepSamples:
+    """Per-step training samples, aligned row by row."""
+
+    prompt_ids: list[list[int]]
+    response_ids: list[list[int]]
+    old_logprobs: list[list[float]]
+    advantages: torch.Tensor
+    """float32 [rows], one advantage per step."""
+    ref_logprobs: list[list[float]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.prompt_ids)
+
+
+def _padded(values: Sequence[Sequence[float]], rows: Sequence[int], width: int, device) -> torch.Tensor:
+    out = torch.zeros((len(rows), width), dtype=torch.float32)
+    for i, r in enumerate(rows):
+        v = values[r]
+        if len(v):
+            out[i, :len(v)] = torch.as_tensor(v, dtype=torch.float32)[:width]
+    return out.to(device)
+
+
+@torch.no_grad()
+def score_responses(policy, samples: StepSamples, temperature: float, micro_batch_size: int,
+                    reference: bool = False) -> list[list[float]]:
+    """Log-probs of every sample's response under the current (or reference) weights, no gradient."""
+    out: list[list[float]] = []
+    was_training = policy.model.training
+    policy.model.eval()
+    try:
+        for start in range(0, len(samples), micro_batch_size):
+            rows = range(start, min(start + micro_batch_size, len(samples)))
+            prompts = [samples.prompt_ids[r] for r in rows]
+            responses = [samples.response_ids[r] for r in rows]
+            if reference:
+                with policy.reference() as ref_model:
+                    logp, _, _ = policy.response_logprobs(prompts, responses, temperature, model=ref_model)
+            else:
+                logp, _, _ = policy.response_logprobs(prompts, responses, temperature)
+            for i, r in enumerate(rows):
+                out.append(logp[i, :len(samples.response_ids[r])].tolist())
+    finally:
+        policy.model.train(was_training)
+    return out
+
+
+def ppo_update(policy, optimizer: torch.optim.Optimizer, samples: StepSamples, cfg,
+               generator: torch.Generator, iteration: int) -> dict[str, float]:
+    """``cfg.ppo_epochs`` passes over ``samples`` in shuffled mini-batches; returns mean statistics.
+
+    Each mini-batch is one optimizer step; it is split into micro-batches whose losses are normalised by
+    the mini-batch's total response tokens, so accumulation gives the mini-batch's token mean."""
+    params = [p for p in policy.model.parameters() if p.requires_grad]
+    with_entropy = cfg.entropy_coef > 0 or policy.action_token_ids is not None
+    totals: dict[str, float] = {}
+    steps = 0
+    n = len(samples)
+    policy.model.train()
+    for _ in range(cfg.ppo_epochs):
+        order = torch.randperm(n, generator=generator).tolist()
+        for mb_start in range(0, n, cfg.mini_batch_size):
+            mini = order[mb_start:mb_start + cfg.mini_batch_size]
+            num_tokens = sum(len(samples.response_ids[r]) for r in mini)
+            if num_tokens == 0:
+                continue
+            optimizer.zero_grad(set_to_none=True)
+            stats = {"loss": 0.0, "pg_loss": 0.0, "kl": 0.0, "entropy": 0.0, "clip_fraction": 0.0,
+                     "approx_kl_old": 0.0}
+            for mc_start in range(0, len(mini), cfg.micro_batch_size):
+                rows = mini[mc_start:mc_start + cfg.micro_batch_size]
+                logp, mask, entropy = policy.response_logprobs(
+                    [samples.prompt_ids[r] for r in rows], [samples.response_ids[r] for r in rows],
+                    cfg.temperature, with_entropy=with_entropy)
+                width = mask.shape[1]
+                old = _padded(samples.old_logprobs, rows, width, mask.device)
+                ref = None
+                if samples.ref_logprobs is not None:
+                    ref = _padded(samples.ref_logprobs, rows, width, mask.device)
+                adv = samples.advantages[rows].to(mask.device)
+                out = policy_loss(logp, old, adv, mask, clip_ratio=cfg.clip_ratio, dual_clip=cfg.dual_clip,
+                                  ref_logprobs=ref, kl_coef=cfg.kl_coef, entropy=entropy,
+                                  entropy_coef=cfg.entropy_coef, num_tokens=num_tokens)
+                if not torch.isfinite(out.loss):
+                    raise NonFiniteError(f"iteration {iteration}: the PPO loss is {out.loss.item()} "
+                                         f"(pg_loss {out.pg_loss.item()}, kl {out.kl.item()})")
+                out.loss.backward()
+                for key in stats:
+                    stats[key] += float(getattr(out, key).detach())
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            if not torch.isfinite(grad_norm):
+                raise NonFiniteError(f"iteration {iteration}: the gradient norm is {grad_norm.item()}")
+            optimizer.step()
+            stats["grad_norm"] = float(grad_norm)
+            for key, value in stats.items():
+                totals[key] = totals.get(key, 0.0) + value
+            steps += 1
+    optimizer.zero_grad(set_to_none=True)
+    result = {k: v / max(steps, 1) for k, v in totals.items()}
+    result["optimizer_steps"] = steps
+    return result

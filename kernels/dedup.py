@@ -1,0 +1,128 @@
+"""Node and edge deduplication on the device, sort-based.
+
+* ``dense_ids(key, group=None)``: dense ids of distinct ``(group, key)`` pairs, numbered in sorted order of
+  (group id, key as int64) - the order ``AdvantageOutput.step_group`` is defined in - plus the distinct
+  pairs themselves.
+* ``unique_edges(src, dst, num_nodes, cost=None)``: distinct ``(src, dst)`` edges in reverse-CSR order
+  (sorted by dst, then src), the CSR row pointer over dst, each row's edge id and the cheapest cost of the
+  duplicates.
+
+Sorting uses ``torch.sort`` (radix sort on CUDA); a lexicographic (group, key) order is two stable sorts.
+The Triton kernels then do in one pass each what would otherwise be a handful of elementwise launches:
+``_flag_kernel`` marks where a sorted run starts, ``_scatter_kernel`` writes every entry's dense id back in
+input order and each run's key once. Between them one ``cumsum`` numbers the runs. The number of distinct
+pairs is read back once (it sizes the outputs); nothing else syncs.
+
+A sort-based path was chosen over an ``atomic_cas`` hash table because the ids must come out in sorted
+order anyway (``step_group``), which a hash table would need a second sort of the distinct keys for, and
+because it is deterministic. It has not been timed against a hash table on a GPU (none was lent).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import HAS_TRITON, check_device
+
+if HAS_TRITON:
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _flag_kernel(key_ptr, group_ptr, flag_ptr, n, HAS_GROUP: tl.constexpr, BLOCK: tl.constexpr):
+        # flag[i] = 1 where sorted entry i starts a new (group, key) run
+        i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        m = i < n
+        prev = tl.maximum(i - 1, 0)
+        k = tl.load(key_ptr + i, mask=m, other=0)
+        kp = tl.load(key_ptr + prev, mask=m, other=0)
+        new = (i == 0) | (k != kp)
+        if HAS_GROUP:
+            g = tl.load(group_ptr + i, mask=m, other=0)
+            gp = tl.load(group_ptr + prev, mask=m, other=0)
+            new = new | (g != gp)
+        tl.store(flag_ptr + i, new.to(tl.int64), mask=m)
+
+    @triton.jit
+    def _scatter_kernel(key_ptr, group_ptr, perm_ptr, flag_ptr, run_ptr, inv_ptr, ukey_ptr, ugroup_ptr, n,
+                        HAS_GROUP: tl.constexpr, BLOCK: tl.constexpr):
+        # inv[perm[i]] = run id of sorted entry i; the first entry of each run writes the distinct pair
+        i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        m = i < n
+        rid = tl.load(run_ptr + i, mask=m, other=1) - 1   # inclusive cumsum -> 0-based run id
+        p = tl.load(perm_ptr + i, mask=m, other=0)
+        tl.store(inv_ptr + p, rid, mask=m)
+        first = m & (tl.load(flag_ptr + i, mask=m, other=0) != 0)
+        tl.store(ukey_ptr + rid, tl.load(key_ptr + i, mask=m, other=0), mask=first)
+        if HAS_GROUP:
+            tl.store(ugroup_ptr + rid, tl.load(group_ptr + i, mask=m, other=0), mask=first)
+
+
+BLOCK = 1024
+
+
+def _lexsort(key: torch.Tensor, group: torch.Tensor | None):
+    """Permutation sorting by (group, key); two stable radix sorts."""
+    key_sorted, perm = torch.sort(key, stable=True)
+    if group is None:
+        return perm, key_sorted, None
+    group_sorted, p2 = torch.sort(group[perm], stable=True)
+    perm = perm[p2]
+    return perm, key[perm], group_sorted
+
+
+def dense_ids(key: torch.Tensor, group: torch.Tensor | None = None):
+    """Dense ids of distinct ``(group, key)`` pairs (or keys), numbered in sorted order.
+
+    Returns ``(inverse, unique_key, unique_group)``: ``inverse[i]`` is entry i's id, and id j is the pair
+    ``(unique_group[j], unique_key[j])`` (``unique_group`` is None without ``group``). int64 throughout.
+    """
+    check_device(key, group)
+    key = key.to(torch.int64).contiguous()
+    n = key.numel()
+    dev = key.device
+    if group is not None:
+        group = group.to(torch.int64).contiguous()
+        if group.shape != key.shape:
+            raise ValueError(f"group has shape {tuple(group.shape)}, key has {tuple(key.shape)}")
+    if n == 0:
+        empty = torch.empty(0, dtype=torch.int64, device=dev)
+        return empty, empty.clone(), (empty.clone() if group is not None else None)
+    perm, key_sorted, group_sorted = _lexsort(key, group)
+    has_group = group_sorted is not None
+    g_arg = group_sorted if has_group else key_sorted
+    flag = torch.empty(n, dtype=torch.int64, device=dev)
+    grid = (triton.cdiv(n, BLOCK),)
+    _flag_kernel[grid](key_sorted, g_arg, flag, n, HAS_GROUP=has_group, BLOCK=BLOCK)
+    run = torch.cumsum(flag, 0)
+    num_unique = int(run[-1])  # the one sync: it sizes the outputs
+    inverse = torch.empty(n, dtype=torch.int64, device=dev)
+    ukey = torch.empty(num_unique, dtype=torch.int64, device=dev)
+    ugroup = torch.empty(num_unique, dtype=torch.int64, device=dev) if has_group else ukey
+    _scatter_kernel[grid](key_sorted, g_arg, perm, flag, run, inverse, ukey, ugroup, n,
+                          HAS_GROUP=has_group, BLOCK=BLOCK)
+    return inverse, ukey, (ugroup if has_group else None)
+
+
+def unique_edges(src: torch.Tensor, dst: torch.Tensor, num_nodes: int, cost: torch.Tensor | None = None):
+    """Distinct edges in reverse-CSR order.
+
+    ``src``/``dst`` are dense node ids < 2**31. Returns ``(edge_src, edge_dst, rowptr, inverse, edge_cost)``:
+    edges sorted by (dst, src); ``rowptr`` [num_nodes + 1] so that the edges into v are
+    ``rowptr[v]:rowptr[v+1]``; ``inverse[i]`` the edge id of input i; ``edge_cost`` the minimum ``cost``
+    over each edge's duplicates (None without ``cost``).
+    """
+    check_device(src, dst, cost)
+    if num_nodes >= 2**31:
+        raise ValueError(f"num_nodes = {num_nodes} does not fit the 31-bit packing of edge ids")
+    packed = (dst.to(torch.int64) << 32) | src.to(torch.int64)  # sorting packed = sorting by (dst, src)
+    inverse, upacked, _ = dense_ids(packed)
+    edge_src = upacked & 0xFFFFFFFF
+    edge_dst = upacked >> 32
+    nodes = torch.arange(num_nodes + 1, device=src.device, dtype=torch.int64)
+    rowptr = torch.searchsorted(edge_dst, nodes)
+    edge_cost = None
+    if cost is not None:
+        edge_cost = torch.full((upacked.numel(),), float("inf"), dtype=torch.float64, device=src.device)
+        edge_cost.scatter_reduce_(0, inverse, cost.to(torch.float64), reduce="amin")
+    return edge_src, edge_dst, rowptr, inverse, edge_cost
