@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 NORMALIZE_MODES = ("mean_std", "mean")
 EPISODE_STATS_MODES = ("cross_steps", "per_trajectory")

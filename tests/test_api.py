@@ -144,7 +144,8 @@ def test_compute_advantages_errors(batch):
         graphgpo.compute_advantages(worked_example_records(), backend="reference")
 
 
-def test_gpu_backend_on_cpu_batch_fails_clearly(batch):
+def test_gpu_backend_on_cpu_batch_fails_clearly(monkeypatch, batch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # tests/conftest.py turns the interpreter on
     with pytest.raises(RuntimeError, match="triton"):
         graphgpo.compute_advantages(batch, backend="triton")
     with pytest.raises(RuntimeError, match="cugraph"):
@@ -174,7 +175,11 @@ def test_auto_dispatches_to_torch_on_cpu(monkeypatch, batch):
         calls.append((b, method, config))
         return "result"
 
-    monkeypatch.setattr(api, "get_backend", lambda name: calls.append(name) or types.SimpleNamespace(compute=fake_compute))
+    def fake_get_backend(name):
+        calls.append(name)
+        return types.SimpleNamespace(compute=fake_compute)
+
+    monkeypatch.setattr(api, "get_backend", fake_get_backend)
     assert graphgpo.compute_advantages(batch, method="gigpo", gamma=0.9) == "result"
     assert calls[0] == "torch"
     assert calls[1] == (batch, "gigpo", GiGPOConfig(gamma=0.9))
@@ -183,10 +188,12 @@ def test_auto_dispatches_to_torch_on_cpu(monkeypatch, batch):
 # ------------------------------------------------------------------------------------------ registry
 
 
-def test_registry():
+def test_registry(monkeypatch):
     names = graphgpo.available_backends()
     assert "reference" in names and "torch" in names
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     assert "triton" not in graphgpo.available_backends("cpu")
+    assert "cugraph" not in graphgpo.available_backends("cpu")
     assert backends.resolve_backend("auto", torch.device("cpu")) == "torch"
     assert backends.get_backend("reference").compute is not None
     with pytest.raises(ValueError, match="backend"):
@@ -196,13 +203,22 @@ def test_registry():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
-def test_triton_needs_cuda_message():
+def test_triton_needs_cuda_message(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     reason = backends.unavailable_reason("triton")
     assert reason is not None and ("CUDA" in reason or "not installed" in reason)
 
 
+def test_triton_interpreter_allows_cpu_tensors_only_when_asked(monkeypatch):
+    pytest.importorskip("triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert backends.resolve_backend("triton", torch.device("cpu")) == "triton"
+    assert backends.resolve_backend("auto", torch.device("cpu")) == "torch"  # auto never interprets
+
+
 def test_import_is_light():
-    code = "import sys, graphgpo; print(sorted(m for m in ('triton', 'transformers', 'pylibcugraph', 'cupy') if m in sys.modules))"
+    heavy = ("triton", "transformers", "pylibcugraph", "cupy")
+    code = f"import sys, graphgpo; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert result.stdout.strip() == "[]"
 

@@ -342,7 +342,7 @@ def test_rloo_hand_case():
 
 
 def test_row_order_does_not_matter():
-    records = WORKED + traj("other", "U1", ["A", "Z", "goal"], True, costs=None) + traj("other", "U2", ["Z", "A"], False)
+    records = WORKED + traj("other", "U1", ["A", "Z", "goal"], True) + traj("other", "U2", ["Z", "A"], False)
     base = run(records)
     order = list(range(len(records)))
     random.Random(0).shuffle(order)

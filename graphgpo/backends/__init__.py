@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import os
 from types import ModuleType
 
 import torch
@@ -54,10 +55,16 @@ def unavailable_reason(name: str, device=None) -> str | None:
     package, install = _REQUIREMENTS[name]
     if not _has_package(package):
         return f"backend {name!r} needs the {package!r} package, which is not installed ({install})"
-    if not _cuda_usable():
-        return f"backend {name!r} needs a CUDA device, and torch sees none"
+    # Under Triton's interpreter (tests only) the kernels also run on CPU tensors; read at call time because
+    # the test setup sets it after this module may have been imported.
+    interpreted = name == "triton" and os.environ.get("TRITON_INTERPRET") == "1"
     if device is not None and not _is_cuda(device):
-        return f"backend {name!r} works on CUDA tensors; the batch is on {torch.device(device)} (use batch.to('cuda'))"
+        if interpreted and torch.device(device).type == "cpu":
+            return None
+        return (f"backend {name!r} works on CUDA tensors; the batch is on {torch.device(device)} "
+                "(use batch.to('cuda'))")
+    if not _cuda_usable() and not interpreted:
+        return f"backend {name!r} needs a CUDA device, and torch sees none"
     return None
 
 
@@ -69,7 +76,8 @@ def available_backends(device=None) -> list[str]:
 def resolve_backend(name: str, device=None) -> str:
     """Turn ``"auto"`` into a concrete name and check that the backend can run on ``device``.
 
-    ``auto``: Triton for CUDA tensors when Triton and CUDA are usable, else the vectorised torch backend.
+    ``auto``: Triton for CUDA tensors when Triton and CUDA are usable, else the vectorised torch backend
+    (never the Triton interpreter). An explicit "triton" also runs CPU tensors when TRITON_INTERPRET=1.
     Raises ValueError for an unknown name and RuntimeError for a known backend that cannot run here.
     """
     if name == "auto":
@@ -89,5 +97,6 @@ def get_backend(name: str) -> ModuleType:
     except ImportError as error:
         if name in _REQUIREMENTS:
             package, install = _REQUIREMENTS[name]
-            raise ImportError(f"backend {name!r} could not be loaded ({error}); it needs {package!r}: {install}") from error
+            raise ImportError(f"backend {name!r} could not be loaded ({error}); it needs {package!r}: "
+                              f"{install}") from error
         raise

@@ -23,7 +23,7 @@ import torch
 
 F64 = torch.float64
 
-SWEEP_MAX_EDGES = 1 << 15
+SWEEP_MAX_EDGES = 1 << 14
 """Graphs with at most this many edges use dense Bellman-Ford sweeps: a few cheap ops per level beat the
 frontier's ~20 small ops per level. Larger graphs use the frontier, whose total work is linear in the edges."""
 

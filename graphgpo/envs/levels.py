@@ -7,7 +7,7 @@ Notation (one character per cell, one line per row)::
     (space)  floor     -  floor           _  floor
 
 A collection file holds several levels separated by blank lines and/or comment lines starting with
-``;`` (the comment right before a level, e.g. ``; 12``, becomes its name). Every level must have exactly
+``;`` (a comment on the line directly above a level, e.g. ``; 12``, becomes its name). Every level must have exactly
 one player, as many boxes as goals (at least one), and walls that enclose the player's reachable area.
 Errors are ``ValueError`` naming the file (or ``<string>``) and the line.
 
@@ -183,8 +183,8 @@ def parse_levels(text: str, *, source: str = "<string>") -> list[SokobanLevel]:
             block.append(line)
             continue
         flush()
-        if line.lstrip().startswith(";"):
-            pending_name = line.lstrip()[1:].strip()
+        # A comment directly above a level names it; a blank line in between cancels that.
+        pending_name = line.lstrip()[1:].strip() if line.lstrip().startswith(";") else ""
     flush()
     if not levels:
         raise ValueError(f"{source}: no levels found")

@@ -23,7 +23,7 @@ import multiprocessing as mp
 import os
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 __all__ = ["EnvStep", "VectorConfig", "EnvManager"]
@@ -156,7 +156,13 @@ class _ProcessPool:
             self._conns[w].send(msg)
         out = {}
         for w in messages:
-            status, payload = self._conns[w].recv()
+            try:
+                status, payload = self._conns[w].recv()
+            except (EOFError, OSError):
+                self._procs[w].join(timeout=5)
+                raise RuntimeError(f"environment worker {w} died (exit code {self._procs[w].exitcode}); with the "
+                                   "'spawn' start method the calling script needs an `if __name__ == '__main__':` "
+                                   "guard") from None
             if status != "ok":
                 raise RuntimeError(f"environment worker {w} failed:\n{payload}")
             out[w] = payload

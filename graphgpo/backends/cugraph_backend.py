@@ -1,0 +1,159 @@
+"""cuGraph backend: the torch backend with its distance step done by pylibcugraph on the GPU.
+
+The graph (node ids, success sinks, reverse CSR) and the tail (returns, segment statistics, advantages) are
+the torch backend's functions; only the shortest distances come from pylibcugraph (not the ``cugraph``
+package, which pins numba against vllm's pin):
+
+* unit costs: ``pylibcugraph.bfs`` from all sinks at once (multi-source) on the reversed graph;
+* costs: ``pylibcugraph.sssp`` is single-source, so a virtual super-source gets a 0-cost edge to every sink;
+  ``fl(0 + 0) = 0`` and ``fl(0 + c) = c``, so the distances are the same floats as from the sinks.
+
+Arrays cross between torch and pylibcugraph through DLPack (``cupy.from_dlpack`` / ``torch.from_dlpack``):
+no copy of the edge lists or distances. pylibcugraph and cupy are imported on first use; without them (or
+without a GPU) ``compute`` raises an ImportError / RuntimeError saying what is missing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from graphgpo.backends.torch_backend import (
+    discounted_returns,
+    episode_advantages,
+    graph_returns,
+    graph_stats,
+    segment_normalize,
+    step_groups,
+    trajectory_advantages,
+)
+from graphgpo.backends.torch_graph import StepGraph, group_fill_unreachable, reverse_csr, success_edges
+from graphgpo.output import AdvantageOutput
+
+METHODS = ("graphgpo", "gigpo", "grpo", "rloo")
+F64 = torch.float64
+
+
+def _load():
+    """Import pylibcugraph and cupy, with an error that says how to get them."""
+    try:
+        import cupy
+        import pylibcugraph
+    except Exception as exc:  # ImportError, or a CUDA runtime that fails to load
+        raise ImportError(
+            "backend 'cugraph' needs pylibcugraph and cupy on a CUDA machine "
+            f"(pip install 'graphgpo[cugraph,gpu]'): {type(exc).__name__}: {exc}"
+        ) from exc
+    return pylibcugraph, cupy
+
+
+def _check_cuda(batch) -> None:
+    if batch.group.device.type != "cuda":
+        raise RuntimeError(f"backend 'cugraph' works on CUDA tensors; the batch is on {batch.group.device} "
+                           "(use batch.to('cuda'))")
+
+
+def cugraph_distances(graph: StepGraph, csr) -> torch.Tensor:
+    """float64 [num_nodes]: distance to the group's SUCCESS sink, inf where unreachable (as torch_graph)."""
+    plc, cp = _load()
+    device = graph.src.device
+    num_nodes = graph.num_nodes
+    if num_nodes >= 2**31 - 1:
+        raise ValueError(f"num_nodes = {num_nodes} exceeds pylibcugraph's int32 vertex ids")
+    # Distinct edges of the reversed graph: sink-side node -> state-side node.
+    key = csr.dst * num_nodes + csr.src
+    first = torch.ones_like(key, dtype=torch.bool)
+    first[1:] = key[1:] != key[:-1]
+    rev_src = csr.dst[first].to(torch.int32)
+    rev_dst = csr.src[first].to(torch.int32)
+    weighted = csr.cost is not None
+    if weighted:  # cheapest of parallel edges (the CSR sort kept them adjacent)
+        edge_id = torch.cumsum(first.long(), 0) - 1
+        weight = torch.full((int(first.sum()),), math.inf, dtype=F64, device=device)
+        weight.scatter_reduce_(0, edge_id, csr.cost, "amin")
+    sinks = (graph.num_state_nodes + torch.nonzero(graph.has_success).flatten()).to(torch.int32)
+    dist = torch.full((num_nodes,), math.inf, dtype=F64, device=device)
+    if sinks.numel() == 0:
+        return dist
+    total = num_nodes
+    if weighted:  # super-source at id num_nodes, 0-cost edges to every sink
+        total = num_nodes + 1
+        rev_src = torch.cat([rev_src, torch.full_like(sinks, num_nodes)])
+        rev_dst = torch.cat([rev_dst, sinks])
+        weight = torch.cat([weight, torch.zeros(sinks.numel(), dtype=F64, device=device)])
+    else:  # bfs ignores weights, but graph creation wants an array
+        weight = torch.ones(rev_src.numel(), dtype=torch.float32, device=device)
+    vertices = torch.arange(total, dtype=torch.int32, device=device)  # sinks of failed groups are isolated
+    handle = plc.ResourceHandle()
+    plc_graph = plc.SGGraph(
+        resource_handle=handle,
+        graph_properties=plc.GraphProperties(is_symmetric=False, is_multigraph=False),
+        src_or_offset_array=cp.from_dlpack(rev_src.contiguous()),
+        dst_or_index_array=cp.from_dlpack(rev_dst.contiguous()),
+        vertices_array=cp.from_dlpack(vertices),
+        weight_array=cp.from_dlpack(weight.contiguous()),
+        store_transposed=False,
+        renumber=False,
+        do_expensive_check=False,
+        input_array_format="COO",
+    )
+    if weighted:
+        vert, d, _ = plc.sssp(handle, plc_graph, num_nodes, math.inf, True, False)
+        vert = torch.from_dlpack(vert).long()
+        d = torch.from_dlpack(d).to(F64)
+        d = torch.where(d >= torch.finfo(d.dtype).max, math.inf, d)
+    else:
+        d, _, vert = plc.bfs(handle, plc_graph, cp.from_dlpack(sinks), False, -1, False, False)
+        vert = torch.from_dlpack(vert).long()
+        d = torch.from_dlpack(d)
+        unreached = d >= torch.iinfo(d.dtype).max
+        d = torch.where(unreached, math.inf, d.to(F64))
+    keep = vert < num_nodes  # drop the super-source
+    dist[vert[keep]] = d[keep]
+    return dist
+
+
+def compute(batch, method: str, config) -> AdvantageOutput:
+    """Advantages of ``method`` for every row of ``batch`` (CUDA tensors), distances from pylibcugraph."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}; got {method!r}")
+    if batch.num_rows == 0:
+        return AdvantageOutput.empty(method, "cugraph", batch.device)
+    _check_cuda(batch)
+    _load()
+
+    graph = success_edges(batch)
+    csr = reverse_csr(graph)
+    dist = cugraph_distances(graph, csr)
+    step_group, num_step_groups = step_groups(graph)
+    stats = graph_stats(graph, dist, csr.num_unique_edges, step_group, num_step_groups)
+
+    zeros = torch.zeros(batch.num_rows, dtype=F64, device=batch.device)
+    d_state = d_next = None
+    if method in ("graphgpo", "gigpo"):
+        if method == "graphgpo":
+            d = group_fill_unreachable(dist, graph)
+            d_state, d_next = d[graph.src], d[graph.dst]
+            returns = graph_returns(d_state, d_next, batch, config)
+        else:
+            returns = discounted_returns(batch, config.gamma, config.invalid_penalty)
+        step_adv = segment_normalize(returns, step_group, num_step_groups, config.normalize, config.eps)
+        episode_adv = episode_advantages(batch, config)
+        advantages = config.step_weight * step_adv + config.episode_weight * episode_adv
+    else:
+        returns, step_adv, step_group = batch.episode_reward.clone(), zeros, None
+        episode_adv = advantages = trajectory_advantages(batch, method, config)
+
+    return AdvantageOutput(
+        advantages=advantages.to(torch.float32),
+        step_advantages=step_adv,
+        episode_advantages=episode_adv,
+        returns=returns,
+        d_state=d_state,
+        d_next=d_next,
+        step_group=step_group,
+        stats=stats,
+        method=method,
+        backend="cugraph",
+    )

@@ -1,0 +1,424 @@
+"""The training loop (GraphGPO paper, Algorithm 1, with PPO as in verl-agent):
+
+    for iteration = 1 .. N:
+        roll out G copies of each of B tasks in lockstep           -> per-step rows (prompt, response, logp)
+        compute_advantages(rows, method) on the policy's device     -> one advantage per step
+        PPO update in mini-batches (the step's advantage on every response token of that step)
+        every eval_every iterations: evaluate on held-out tasks at eval_temperature
+        log metrics; every save_every iterations: checkpoint
+
+Reproducibility: every random choice of iteration i (task seeds, sampling seeds, mini-batch order) is drawn
+from seeds derived from (config.seed, i), and model + optimizer are checkpointed, so a resumed run repeats
+an uninterrupted one exactly. Evaluation tasks come from a fixed stream of odd seeds (training uses even
+seeds), the same for every run and config seed, so runs are compared on the same rooms.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import signal
+import threading
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import TrainConfig, load_yaml, apply_mapping
+from .engine import GenerationEngine, SamplingParams, make_engine
+from .policy import Policy, load_policy
+from .runlog import RunLog, read_metrics
+from .update import NonFiniteError, StepSamples, ppo_update, score_responses
+
+RANDOM_BASELINE_REPEATS = 4  # random-policy episodes per eval task: the baseline's noise stays below ~0.015
+EVAL_SEED_STREAM = "graphgpo-eval"
+
+
+def derived_seed(*parts: Any) -> int:
+    """A 63-bit seed from any parts; the same in every process (str seeding of random is sha512-based)."""
+    return random.Random("-".join(map(str, parts))).randrange(2**63)
+
+
+def train_task_seeds(cfg: TrainConfig, iteration: int) -> list[int]:
+    rng = random.Random(derived_seed("tasks", cfg.seed, iteration))
+    return [2 * rng.randrange(2**30) for _ in range(cfg.tasks_per_batch)]
+
+
+def eval_task_seeds(num_tasks: int) -> list[int]:
+    rng = random.Random(EVAL_SEED_STREAM)
+    return [2 * rng.randrange(2**30) + 1 for _ in range(num_tasks)]
+
+
+class EngineSampler:
+    """``policy(prompts) -> generations`` for collect_rollouts; each call gets its own seed."""
+
+    def __init__(self, engine: GenerationEngine, params: SamplingParams, seed: int):
+        self.engine, self.params = engine, params
+        self.rng = random.Random(seed)
+
+    def __call__(self, prompts: list[str]):
+        return self.engine.generate(prompts, replace(self.params, seed=self.rng.randrange(2**63)))
+
+
+class GracefulInterrupt:
+    """First Ctrl-C: finish the current iteration, checkpoint, stop. Second Ctrl-C: stop at once (the
+    last checkpoint on disk stays usable)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> "GracefulInterrupt":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nInterrupted: finishing this iteration and saving a checkpoint (Ctrl-C again to stop now).",
+              flush=True)
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{cfg.env}-{cfg.advantage.method}-seed{cfg.seed}-{stamp}"
+
+
+def load_run_config(run_dir: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """The resolved config a run saved (``RUN_DIR/config.yaml``), with optional dotted overrides."""
+    from .config import parse_overrides
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ValueError(f"{run_dir} is not a run directory (no config.yaml)")
+    cfg = TrainConfig()
+    apply_mapping(cfg, load_yaml(path))
+    if overrides:
+        apply_mapping(cfg, parse_overrides(overrides), merge_dicts=True)
+    cfg.output_dir = str(run_dir)
+    return cfg.validate()
+
+
+class Trainer:
+    """Owns the policy, engine, environments and run directory of one training run."""
+
+    def __init__(self, cfg: TrainConfig, *, resume: bool = False):
+        self.cfg = cfg.validate()
+        self.run_dir = Path(cfg.output_dir) if cfg.output_dir else default_run_dir(cfg)
+        self.resume = resume
+        self._prepare_run_dir()
+        threads = cfg.num_threads or len(os.sched_getaffinity(0))
+        torch.set_num_threads(threads)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)
+        torch.manual_seed(cfg.seed)
+
+        from graphgpo.envs.vector import EnvManager
+        from graphgpo.prompting import get_template
+
+        self.template = get_template(cfg.env, cfg.prompt_style, history_length=cfg.history_length)
+        self.env_kwargs = dict(cfg.env_kwargs)
+        self.manager = EnvManager(cfg.env, self.env_kwargs, group_size=cfg.num_generations,
+                                  max_steps=cfg.max_steps, executor="serial")
+        self.eval_manager = EnvManager(cfg.env, self.env_kwargs, group_size=1, max_steps=cfg.max_steps,
+                                       executor="serial")
+        self.policy = self._load_policy()
+        self.engine = make_engine(self.policy, cfg)
+        params = [p for p in self.policy.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        if cfg.kl_coef > 0:
+            self.policy.enable_reference()
+        self.iteration = 0
+        if resume:
+            checkpoint = latest_checkpoint(self.run_dir)
+            if checkpoint is None:
+                raise ValueError(f"{self.run_dir}: no checkpoint to resume from")
+            state = load_checkpoint(checkpoint, self.policy, self.optimizer)
+            self.iteration = int(state["iteration"])
+            self.engine.load_weights(self.policy.model)
+        self.eval_seeds = eval_task_seeds(cfg.eval_tasks)
+        self.log = RunLog(self.run_dir, resume_iteration=self.iteration if resume else None,
+                          tensorboard=cfg.tensorboard)
+        self.random_baseline: float | None = None
+
+    # ------------------------------------------------------------------ setup
+    def _prepare_run_dir(self) -> None:
+        run = self.run_dir
+        if self.resume:
+            if not (run / "config.yaml").is_file():
+                raise ValueError(f"{run} is not a run directory (no config.yaml)")
+        elif (run / "metrics.jsonl").exists() or (run / "checkpoints").exists():
+            raise ValueError(f"output_dir {str(run)!r} already holds a run: use --resume {run} or another "
+                             f"--output-dir")
+        run.mkdir(parents=True, exist_ok=True)
+        self.cfg.output_dir = str(run)
+        (run / "config.yaml").write_text(self.cfg.to_yaml(), encoding="utf-8")
+
+    def _load_policy(self) -> Policy:
+        cfg = self.cfg
+        if not cfg.is_embedded:
+            return load_policy(cfg)
+        actions = list(self.template.fixed_vocabulary or ())
+        if not actions:
+            raise ValueError(f"the embedded model needs an environment with a fixed action set; {cfg.env!r} "
+                             f"with prompt_style={cfg.prompt_style!r} has none")
+        tokenizer_dir = self.run_dir / "tokenizer"
+        if tokenizer_dir.is_dir() and self.resume:
+            return load_policy(cfg, action_words=actions, tokenizer_dir=tokenizer_dir)
+        policy = load_policy(cfg, vocabulary=self._observation_words(), action_words=actions)
+        policy.tokenizer.save_pretrained(str(tokenizer_dir))
+        return policy
+
+    def _observation_words(self) -> list[str]:
+        """Words the embedded tokenizer needs: the environment's symbols plus whatever the template and
+        a sample of first observations contain."""
+        from graphgpo.prompting import PromptContext
+
+        words: set[str] = set()
+        if self.cfg.env == "sokoban":
+            from graphgpo.envs.sokoban import SYMBOLS
+
+            words.update(SYMBOLS.values())
+            words.add(";")
+        for step in self.eval_manager.reset(list(range(1, 64, 2))):
+            words.update(self.template.render(PromptContext(observation=step.observation)).split())
+        return sorted(words)
+
+    # ------------------------------------------------------------------ phases
+    def rollout(self, iteration: int):
+        """G x tasks episodes in lockstep with the current policy at the training temperature."""
+        from graphgpo.rollout import collect_rollouts
+
+        cfg = self.cfg
+        params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p,
+                                max_new_tokens=cfg.max_completion_length)
+        sampler = EngineSampler(self.engine, params, derived_seed("sample", cfg.seed, iteration))
+        return collect_rollouts(self.manager, sampler, task_seeds=train_task_seeds(cfg, iteration),
+                                template=self.template, device=str(self.policy.device))
+
+    def advantages(self, rollout, iteration: int):
+        from graphgpo.api import compute_advantages
+
+        cfg = self.cfg
+        options = dict(cfg.advantage.options)
+        if cfg.advantage.method == "graphgpo":
+            options.setdefault("omega", cfg.resolved_omega)
+        out = compute_advantages(rollout.batch, method=cfg.advantage.method, backend=cfg.advantage.backend,
+                                 **options)
+        bad = ~torch.isfinite(out.advantages)
+        if bad.any():
+            raise NonFiniteError(f"iteration {iteration}: {int(bad.sum())} of {bad.numel()} advantages are "
+                                 f"NaN/inf ({cfg.advantage.method}, backend {out.backend})")
+        return out
+
+    def samples(self, rollout, advantages: torch.Tensor) -> StepSamples:
+        """Per-turn samples: the prompt of that step, its response tokens, the rollout log-probs."""
+        gens = rollout.generations
+        missing = [i for i, g in enumerate(gens) if not hasattr(g, "response_ids")]
+        if missing:
+            raise ValueError(f"row {missing[0]}: the generation carries no token ids (engine output expected)")
+        return StepSamples(prompt_ids=[g.prompt_ids for g in gens], response_ids=[g.response_ids for g in gens],
+                           old_logprobs=[g.logprobs for g in gens],
+                           advantages=advantages.detach().float().cpu())
+
+    def update(self, samples: StepSamples, iteration: int) -> dict[str, float]:
+        cfg = self.cfg
+        recompute = cfg.recompute_old_logprobs
+        if recompute is None:
+            recompute = cfg.resolved_engine == "vllm"
+        self.engine.sleep()
+        if recompute:
+            samples.old_logprobs = score_responses(self.policy, samples, cfg.temperature, cfg.micro_batch_size)
+        if cfg.kl_coef > 0:
+            samples.ref_logprobs = score_responses(self.policy, samples, cfg.temperature, cfg.micro_batch_size,
+                                                   reference=True)
+        generator = torch.Generator().manual_seed(derived_seed("minibatch", cfg.seed, iteration))
+        stats = ppo_update(self.policy, self.optimizer, samples, cfg, generator, iteration)
+        self.engine.wake_up()
+        self.engine.load_weights(self.policy.model)
+        return stats
+
+    def evaluate(self, iteration: int, *, num_tasks: int | None = None, temperature: float | None = None) -> dict:
+        """Held-out tasks, one episode each, at ``eval_temperature`` (0 = greedy)."""
+        from graphgpo.rollout import collect_rollouts
+
+        cfg = self.cfg
+        temperature = cfg.eval_temperature if temperature is None else temperature
+        seeds = self.eval_seeds if num_tasks is None else eval_task_seeds(num_tasks)
+        params = SamplingParams(temperature=temperature, top_p=1.0, max_new_tokens=cfg.max_completion_length)
+        sampler = EngineSampler(self.engine, params, derived_seed("eval", cfg.seed, iteration))
+        result = collect_rollouts(self.eval_manager, sampler, task_seeds=seeds, template=self.template)
+        return {"eval_success_rate": result.stats["success_rate"], "eval_mean_return": result.stats["mean_return"],
+                "eval_mean_length": result.stats["mean_length"],
+                "eval_valid_action_rate": 1.0 - result.stats["invalid_rate"]}
+
+    def measure_random_baseline(self) -> float:
+        """Success of a uniform-random policy over the action words on the eval tasks (cached in the run)."""
+        path = self.run_dir / "random_baseline.json"
+        if path.is_file():
+            return json.loads(path.read_text())["random_policy_success_rate"]
+        from graphgpo.rollout import RandomPolicy, collect_rollouts
+
+        style = "bare" if self.template.parse_mode == "bare" else "tags"
+        rates = []
+        for repeat in range(RANDOM_BASELINE_REPEATS):
+            policy = RandomPolicy(self.template.fixed_vocabulary, seed=derived_seed("random", repeat), style=style)
+            result = collect_rollouts(self.eval_manager, policy, task_seeds=self.eval_seeds, template=self.template)
+            rates.append(result.stats["success_rate"])
+        rate = float(np.mean(rates))
+        path.write_text(json.dumps({"random_policy_success_rate": rate, "repeats": rates,
+                                    "eval_tasks": len(self.eval_seeds)}, indent=1))
+        return rate
+
+    # ------------------------------------------------------------------ the loop
+    def train(self) -> dict:
+        cfg = self.cfg
+        wants_baseline = cfg.random_baseline if cfg.random_baseline is not None else cfg.is_embedded
+        if wants_baseline:
+            self.random_baseline = self.measure_random_baseline()
+        bar = self._progress_bar()
+        status = "completed"
+        last_saved = self.iteration if self.resume else None
+        started = time.perf_counter()
+        try:
+            with GracefulInterrupt() as interrupt:
+                for iteration in range(self.iteration + 1, cfg.num_iterations + 1):
+                    row = self.train_iteration(iteration)
+                    self.iteration = iteration
+                    self.log.log(row)
+                    if iteration % max(cfg.save_every, 1) == 0 and cfg.save_every or iteration == cfg.num_iterations:
+                        self.save()
+                        last_saved = iteration
+                    self._show(bar, row)
+                    if interrupt.requested:
+                        status = "interrupted"
+                        break
+        except KeyboardInterrupt:
+            status = "interrupted"  # mid-iteration: the model may be half-updated; keep the last checkpoint
+            last_saved = -1
+        except NonFiniteError as err:
+            self.log.close()
+            self.write_summary(f"stopped: {err}", time.perf_counter() - started)
+            kept = latest_checkpoint(self.run_dir)
+            raise NonFiniteError(f"{err}. Training stopped; the last good checkpoint is "
+                                 f"{kept if kept is not None else '(none yet)'}.") from None
+        finally:
+            if bar is not None:
+                bar.close()
+            self.log.close()
+        if status == "interrupted" and last_saved != -1 and last_saved != self.iteration:
+            self.save()
+        summary = self.write_summary(status, time.perf_counter() - started)
+        if status == "completed" and cfg.save_final_model:
+            self.policy.save_pretrained(self.run_dir / "final_model")
+        return summary
+
+    def train_iteration(self, iteration: int) -> dict[str, Any]:
+        """One iteration of the loop in the module docstring; returns its metrics row."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        rollout = self.rollout(iteration)
+        t1 = time.perf_counter()
+        adv = self.advantages(rollout, iteration)
+        t2 = time.perf_counter()
+        stats = self.update(self.samples(rollout, adv.advantages), iteration)
+        t3 = time.perf_counter()
+        row: dict[str, Any] = {
+            "iteration": iteration,
+            "success_rate": rollout.stats["success_rate"],
+            "mean_return": rollout.stats["mean_return"],
+            "mean_length": rollout.stats["mean_length"],
+            "valid_action_rate": 1.0 - rollout.stats["invalid_rate"],
+            "num_steps": len(rollout.records),
+            **stats,
+            "advantage_mean": float(adv.advantages.float().mean()),
+            "advantage_std": float(adv.advantages.float().std()) if adv.advantages.numel() > 1 else 0.0,
+            "advantage_abs_max": float(adv.advantages.abs().max()),
+        }
+        for key in ("num_nodes", "duplicate_edge_rate", "singleton_step_group_share", "groups_without_success"):
+            if key in adv.stats:
+                row[f"graph_{key}"] = float(adv.stats[key])
+        due = (cfg.eval_every and iteration % cfg.eval_every == 0) or iteration == cfg.num_iterations
+        t4 = t3
+        if due:
+            row.update(self.evaluate(iteration))
+            t4 = time.perf_counter()
+        row.update({"time_rollout": t1 - t0, "time_advantage": t2 - t1, "time_update": t3 - t2,
+                    "time_eval": t4 - t3, "time_iteration": t4 - t0})
+        return row
+
+    def save(self) -> Path:
+        return save_checkpoint(self.run_dir, self.iteration, self.policy, self.optimizer,
+                               keep=self.cfg.keep_checkpoints)
+
+    # ------------------------------------------------------------------ reporting
+    def write_summary(self, status: str, wall_time: float) -> dict:
+        from .plots import plot_runs
+
+        rows = read_metrics(self.run_dir)
+        evals = [r for r in rows if "eval_success_rate" in r]
+        last = rows[-10:]
+        summary = {
+            "status": status,
+            "iterations": self.iteration,
+            "eval_success_rate": evals[-1]["eval_success_rate"] if evals else None,
+            "eval_iteration": evals[-1]["iteration"] if evals else None,
+            "best_eval_success_rate": max((r["eval_success_rate"] for r in evals), default=None),
+            "random_policy_success_rate": self.random_baseline,
+            "train_success_rate_last10": float(np.mean([r["success_rate"] for r in last])) if last else None,
+            "eval_tasks": self.cfg.eval_tasks,
+            "eval_temperature": self.cfg.eval_temperature,
+            "seconds_per_iteration": float(np.mean([r["time_iteration"] for r in rows])) if rows else None,
+            "train_time_s": float(sum(r["time_iteration"] for r in rows)),
+            "wall_time_this_session_s": wall_time,
+            "seed": self.cfg.seed,
+            "method": self.cfg.advantage.method,
+            "model": self.cfg.model_name_or_path,
+            "env": self.cfg.env,
+        }
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+        if rows:
+            plot_runs([self.run_dir], self.run_dir / "learning_curve.png")
+        return summary
+
+    def _progress_bar(self):
+        if not self.cfg.progress_bar:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=self.cfg.num_iterations, initial=self.iteration, desc="train", dynamic_ncols=True)
+
+    def _show(self, bar, row: dict) -> None:
+        if bar is None:
+            return
+        text = (f"succ {row['success_rate']:.2f} ret {row['mean_return']:.2f} "
+                f"valid {row['valid_action_rate']:.2f}")
+        if "eval_success_rate" in row:
+            text += f" eval {row['eval_success_rate']:.2f}"
+        text += f" | roll {row['time_rollout']:.2f}s adv {row['time_advantage']:.2f}s upd {row['time_update']:.2f}s"
+        bar.set_postfix_str(text, refresh=False)
+        bar.update(1)
+
+
+def train(cfg: TrainConfig, *, resume: bool = False) -> dict:
+    """Run (or resume, when ``resume``: cfg.output_dir is the run) training; returns the summary."""
+    trainer = Trainer(cfg, resume=resume)
+    try:
+        return trainer.train()
+    finally:
+        trainer.manager.close()
+        trainer.eval_manager.close()

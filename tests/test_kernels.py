@@ -1,0 +1,355 @@
+"""Triton kernels and the triton / cugraph backends.
+
+Without CUDA the kernels run under the Triton interpreter (TRITON_INTERPRET=1, set below before anything
+imports graphgpo.kernels; tests/conftest.py sets it too). The interpreter runs programs one after
+another, so batches here are small. Expectations come from independent code: the torch hashing, Python
+sets, scipy's Dijkstra, the torch and reference backends. Tests marked ``gpu`` need a CUDA device.
+"""
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import math  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+triton = pytest.importorskip("triton")
+
+from benchmarks.synthetic import make_synthetic_batch  # noqa: E402
+from graphgpo.backends import reference, torch_backend, triton_backend  # noqa: E402
+from graphgpo.batch import StepBatch  # noqa: E402
+from graphgpo.config import make_config  # noqa: E402
+from graphgpo.hashing import hash_token_rows as torch_hash  # noqa: E402
+from graphgpo.kernels import HAS_TRITON  # noqa: E402
+from graphgpo.kernels.dedup import dense_ids, unique_edges  # noqa: E402
+from graphgpo.kernels.frontier import reverse_distances  # noqa: E402
+from graphgpo.kernels.hashing import hash_token_rows as triton_hash  # noqa: E402
+
+HAS_CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if HAS_CUDA else "cpu"
+gpu = pytest.mark.gpu
+needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+
+
+def test_triton_detected():
+    assert HAS_TRITON
+
+
+# ---------------------------------------------------------------------------------------------- hashing
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+def test_hash_kernel_bit_exact_with_torch(dtype):
+    g = torch.Generator().manual_seed(0)
+    low, high = (-2**31, 2**31 - 1) if dtype == torch.int32 else (-2**62, 2**62)
+    tokens = torch.randint(low, high, (150, 37), generator=g, dtype=torch.int64).to(dtype)
+    lengths = torch.randint(0, 38, (150,), generator=g)
+    lengths[:3] = torch.tensor([0, 37, 1])
+    mask = torch.rand(150, 37, generator=g) < 0.5
+    mask[0] = False
+    t = tokens.to(DEVICE)
+    assert torch.equal(triton_hash(t).cpu(), torch_hash(tokens))
+    assert torch.equal(triton_hash(t, lengths.to(DEVICE)).cpu(), torch_hash(tokens, lengths))
+    assert torch.equal(triton_hash(t, mask=mask.to(DEVICE)).cpu(), torch_hash(tokens, mask=mask))
+    # non-contiguous rows and columns; widths that are not a multiple of the column tile
+    assert torch.equal(triton_hash(t[::2, 1::3]).cpu(), torch_hash(tokens[::2, 1::3]))
+    assert torch.equal(triton_hash(t, lengths.to(DEVICE), block_rows=16, block_cols=8).cpu(),
+                       torch_hash(tokens, lengths))
+
+
+def test_hash_kernel_extreme_tokens_and_empty():
+    tokens = torch.tensor([[-2**63, 2**63 - 1, -1, 0], [0, 0, 0, 0]], dtype=torch.int64)
+    assert torch.equal(triton_hash(tokens.to(DEVICE)).cpu(), torch_hash(tokens))
+    empty = torch.zeros(0, 5, dtype=torch.int64, device=DEVICE)
+    assert triton_hash(empty).shape == (0,)
+
+
+def test_hash_kernel_bad_input():
+    with pytest.raises(ValueError, match="2-D"):
+        triton_hash(torch.zeros(3, dtype=torch.int64, device=DEVICE))
+    with pytest.raises(ValueError, match="integer"):
+        triton_hash(torch.zeros(2, 3, device=DEVICE))
+    with pytest.raises(ValueError, match=r"lengths\[1\]"):
+        triton_hash(torch.zeros(2, 3, dtype=torch.int64, device=DEVICE), torch.tensor([1, 4], device=DEVICE))
+    with pytest.raises(ValueError, match="not both"):
+        triton_hash(torch.zeros(2, 3, dtype=torch.int64, device=DEVICE), torch.tensor([1, 1]),
+                    torch.ones(2, 3, dtype=torch.bool))
+
+
+def test_hash_quality_million_rows_no_collisions():
+    """1e6 distinct rows -> 1e6 distinct keys (expected collisions at 64 bits: ~3e-8)."""
+    n, width = 1_000_000, 8
+    g = torch.Generator().manual_seed(1)
+    tokens = torch.randint(0, 50_000, (n, width), generator=g)
+    idx = torch.arange(n)
+    tokens[:, 0], tokens[:, 1] = idx // 50_000, idx % 50_000  # rows distinct by construction
+    keys = torch_hash(tokens)
+    assert torch.unique(keys).numel() == n
+    # near-identical rows: same tokens, lengths 0..width
+    lengths = torch.arange(width + 1)
+    same = torch_hash(tokens[:1].expand(width + 1, width).contiguous(), lengths)
+    assert torch.unique(same).numel() == width + 1
+
+
+def _popcount64(x: torch.Tensor) -> torch.Tensor:
+    bits = torch.zeros_like(x)
+    for shift in range(64):
+        bits += (x >> shift) & 1
+    return bits
+
+
+def test_hash_quality_avalanche():
+    """Changing one token flips each key bit with probability ~1/2 (mean ~32 of 64, per bit ~0.5)."""
+    n, width = 20_000, 16
+    g = torch.Generator().manual_seed(2)
+    tokens = torch.randint(0, 50_000, (n, width), generator=g)
+    changed = tokens.clone()
+    col = torch.randint(0, width, (n,), generator=g)
+    rows = torch.arange(n)
+    changed[rows, col] ^= 1 << torch.randint(0, 16, (n,), generator=g)  # flip one bit of one token
+    diff = torch_hash(tokens) ^ torch_hash(changed)
+    flips = _popcount64(diff).double()
+    assert abs(flips.mean().item() - 32.0) < 0.3
+    assert flips.min().item() >= 10  # no weak pairs
+    per_bit = torch.stack([((diff >> b) & 1).double().mean() for b in range(64)])
+    assert per_bit.min().item() > 0.47 and per_bit.max().item() < 0.53
+    # swapping two positions changes the key as much as changing a token
+    swapped = tokens.clone()
+    swapped[:, 0], swapped[:, 1] = tokens[:, 1], tokens[:, 0]
+    distinct = tokens[:, 0] != tokens[:, 1]
+    sdiff = _popcount64(torch_hash(tokens) ^ torch_hash(swapped))[distinct].double()
+    assert abs(sdiff.mean().item() - 32.0) < 0.3
+
+
+# ---------------------------------------------------------------------------------------------- dedup
+
+
+def test_dense_ids_match_sorted_python_set():
+    g = torch.Generator().manual_seed(3)
+    key = torch.randint(-40, 40, (700,), generator=g) * (2**56 + 12345)  # negative and positive keys
+    group = torch.randint(0, 6, (700,), generator=g)
+    inverse, ukey, ugroup = dense_ids(key.to(DEVICE), group.to(DEVICE))
+    pairs = sorted(set(zip(group.tolist(), key.tolist())))
+    assert list(zip(ugroup.tolist(), ukey.tolist())) == pairs
+    position = {p: i for i, p in enumerate(pairs)}
+    assert inverse.tolist() == [position[p] for p in zip(group.tolist(), key.tolist())]
+    inverse1, ukey1, none = dense_ids(key.to(DEVICE))
+    assert none is None and ukey1.tolist() == sorted(set(key.tolist()))
+
+
+def test_unique_edges_and_reverse_csr():
+    g = torch.Generator().manual_seed(4)
+    num_nodes = 50
+    src = torch.randint(0, num_nodes, (600,), generator=g)
+    dst = torch.randint(0, num_nodes, (600,), generator=g)
+    cost = torch.randint(1, 5, (600,), generator=g).double() * 0.25
+    es, ed, rowptr, inverse, ecost = unique_edges(src.to(DEVICE), dst.to(DEVICE), num_nodes, cost.to(DEVICE))
+    expected = sorted(set(zip(dst.tolist(), src.tolist())))
+    assert list(zip(ed.tolist(), es.tolist())) == expected
+    cheapest = {}
+    for s, d, c in zip(src.tolist(), dst.tolist(), cost.tolist()):
+        cheapest[(d, s)] = min(c, cheapest.get((d, s), math.inf))
+    assert ecost.tolist() == [cheapest[e] for e in expected]
+    assert [(ed[i].item(), es[i].item()) for i in inverse.tolist()] == list(zip(dst.tolist(), src.tolist()))
+    rp = rowptr.tolist()
+    for v in range(num_nodes):
+        assert set(ed[rp[v]:rp[v + 1]].tolist()) <= {v}
+        assert rp[v + 1] - rp[v] == sum(1 for d, _ in expected if d == v)
+
+
+# ---------------------------------------------------------------------------------------------- frontier
+
+
+def _scipy_reverse_distances(es, ed, num_nodes, sinks, cost):
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import dijkstra
+
+    weights = cost.numpy() if cost is not None else np.ones(es.numel())
+    reverse = sp.csr_matrix((weights, (ed.numpy(), es.numpy())), shape=(num_nodes, num_nodes))
+    return dijkstra(reverse, indices=sinks.numpy(), min_only=True)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("seed", [5, 6])
+def test_reverse_distances_equal_scipy_dijkstra(weighted, seed):
+    g = torch.Generator().manual_seed(seed)
+    num_nodes, num_edges = 300, 700
+    src = torch.randint(0, num_nodes, (num_edges,), generator=g)
+    dst = torch.randint(0, num_nodes, (num_edges,), generator=g)
+    cost = (torch.rand(num_edges, generator=g, dtype=torch.float64) * 3 + 0.1) if weighted else None
+    es, ed, rowptr, _, ecost = unique_edges(src.to(DEVICE), dst.to(DEVICE), num_nodes,
+                                            None if cost is None else cost.to(DEVICE))
+    sinks = torch.tensor([0, 7, 123])
+    dist = reverse_distances(rowptr, es, sinks.to(DEVICE), ecost).cpu().numpy()
+    expected = _scipy_reverse_distances(es.cpu(), ed.cpu(), num_nodes, sinks,
+                                        None if ecost is None else ecost.cpu())
+    assert np.isinf(expected).sum() > 0 and np.isfinite(expected).sum() > 10  # a test with both kinds
+    assert np.array_equal(dist, expected)  # exact, weighted floats included
+
+
+def test_reverse_distances_small_blocks_and_no_sinks():
+    # a 40-node path into the sink, walked with 4-node blocks: many levels, many programs per level
+    src = torch.arange(1, 40)
+    dst = torch.arange(0, 39)
+    es, _, rowptr, _, _ = unique_edges(src.to(DEVICE), dst.to(DEVICE), 40)
+    dist = reverse_distances(rowptr, es, torch.tensor([0], device=DEVICE), block=4, num_programs=2,
+                             check_every=3)
+    assert dist.tolist() == [float(i) for i in range(40)]
+    none = reverse_distances(rowptr, es, torch.zeros(0, dtype=torch.int64, device=DEVICE))
+    assert torch.isinf(none).all()
+
+
+# ---------------------------------------------------------------------------------------------- backend
+
+
+def _worked_example_batch():
+    """SPEC.md's worked example: T1 A->B->SUCCESS, T2 A->C->D, T3 A->C->B->C (ω = 0.1)."""
+    A, B, C, D, E = 11, 22, 33, 44, 55
+    rows = [  # traj, step, state, next_state, success
+        (0, 0, A, B, True), (0, 1, B, E, True),
+        (1, 0, A, C, False), (1, 1, C, D, False),
+        (2, 0, A, C, False), (2, 1, C, B, False), (2, 2, B, C, False),
+    ]
+    n = len(rows)
+    col = lambda i, dtype: torch.tensor([r[i] for r in rows], dtype=dtype)  # noqa: E731
+    success = col(4, torch.bool)
+    return StepBatch.from_tensors(
+        group=torch.zeros(n, dtype=torch.int64), traj=col(0, torch.int64), step=col(1, torch.int64),
+        state=col(2, torch.int64), next_state=col(3, torch.int64), success=success,
+        valid=torch.ones(n, dtype=torch.bool), episode_reward=success.double() * 10,
+        reward=torch.zeros(n, dtype=torch.float64))
+
+
+def test_worked_example_by_hand():
+    out = triton_backend.compute(_worked_example_batch().to(DEVICE), "graphgpo", make_config("graphgpo"))
+    assert out.d_state.tolist() == [2, 1, 2, 2, 2, 2, 1]
+    assert out.d_next.tolist() == [1, 0, 2, 3, 2, 1, 2]
+    expected_returns = [1.0, 10.0, 0.1, 0.01, 0.1, 1.0, 0.1]
+    assert np.allclose(out.returns.tolist(), expected_returns, rtol=1e-12)
+    # step group of A: T1's 1 against T2's and T3's 0.1 -> T1 positive, the others negative
+    a_rows = out.step_advantages[[0, 2, 4]].tolist()
+    assert a_rows[0] > 0 > a_rows[1] and a_rows[1] == a_rows[2]
+    assert out.stats["num_nodes"] == 5 and out.stats["unreachable_state_share"] == pytest.approx(0.25)
+
+
+def _assert_same(got, want, exact_distances=True):
+    for name in ("advantages", "step_advantages", "episode_advantages", "returns"):
+        a, b = getattr(got, name).cpu().double(), getattr(want, name).cpu().double()
+        assert a.shape == b.shape, name
+        assert torch.allclose(a, b, rtol=0, atol=1e-6), (name, (a - b).abs().max().item())
+    for name in ("d_state", "d_next", "step_group"):
+        a, b = getattr(got, name), getattr(want, name)
+        assert (a is None) == (b is None), name
+        if a is not None:
+            assert torch.equal(a.cpu(), b.cpu()), name
+    assert got.stats == want.stats
+    assert got.advantages.dtype == torch.float32 and got.returns.dtype == torch.float64
+
+
+CASES = [
+    ("graphgpo", {}),
+    ("graphgpo", {"graph_return": "paper", "episode_stats": "per_trajectory", "omega": 0.8}),
+    ("graphgpo", {"graph_return": "progress", "normalize": "mean", "step_weight": 0.5}),
+    ("gigpo", {}),
+    ("gigpo", {"gamma": 0.9, "episode_stats": "per_trajectory", "normalize": "mean"}),
+    ("grpo", {}),
+    ("rloo", {}),
+]
+
+
+@pytest.mark.parametrize("with_cost", [False, True])
+@pytest.mark.parametrize("method,options", CASES)
+def test_triton_backend_equals_torch_and_reference(method, options, with_cost):
+    batch = make_synthetic_batch(4, 6, 10, 9, seed=7, with_cost=with_cost, success_rate=0.4)
+    config = make_config(method, **options)
+    got = triton_backend.compute(batch.to(DEVICE), method, config)
+    assert got.backend == "triton" and got.method == method
+    _assert_same(got, torch_backend.compute(batch, method, config))
+    _assert_same(got, reference.compute(batch, method, config))
+
+
+def test_triton_backend_edge_cases():
+    # groups without success, a lone trajectory, one-row trajectories, all invalid steps
+    batch = make_synthetic_batch(5, 1, 3, 4, seed=8, success_rate=0.3, invalid_rate=1.0)
+    for method in ("graphgpo", "gigpo"):
+        config = make_config(method)
+        _assert_same(triton_backend.compute(batch.to(DEVICE), method, config),
+                     reference.compute(batch, method, config))
+
+
+def test_triton_backend_row_order_and_repeat_runs():
+    batch = make_synthetic_batch(3, 5, 8, 7, seed=9)
+    config = make_config("graphgpo")
+    first = triton_backend.compute(batch.to(DEVICE), "graphgpo", config)
+    again = triton_backend.compute(batch.to(DEVICE), "graphgpo", config)
+    assert torch.equal(first.advantages, again.advantages) and torch.equal(first.d_state, again.d_state)
+    perm = torch.randperm(batch.num_rows, generator=torch.Generator().manual_seed(0))
+    cols = {name: getattr(batch, name)[perm] for name in
+            ("group", "traj", "step", "state", "next_state", "success", "valid", "episode_reward", "reward")}
+    shuffled = triton_backend.compute(StepBatch.from_tensors(**cols).to(DEVICE), "graphgpo", config)
+    assert torch.equal(shuffled.d_state.cpu(), first.d_state.cpu()[perm])
+    assert torch.allclose(shuffled.advantages.cpu(), first.advantages.cpu()[perm], atol=1e-6, rtol=0)
+
+
+def test_triton_backend_empty_batch_and_bad_method():
+    batch = make_synthetic_batch(1, 2, 2, 3, seed=1)
+    with pytest.raises(ValueError, match="method"):
+        triton_backend.compute(batch.to(DEVICE), "ppo", None)
+    i64, f64 = torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.float64)
+    flags = torch.zeros(0, dtype=torch.bool)
+    empty = StepBatch.from_tensors(i64, i64, i64, i64, i64, flags, flags, f64, f64).to(DEVICE)
+    out = triton_backend.compute(empty, "graphgpo", make_config("graphgpo"))
+    assert len(out) == 0 and out.stats["num_steps"] == 0 and out.backend == "triton"
+
+
+# ---------------------------------------------------------------------------------------------- cugraph
+
+
+def test_cugraph_backend_fails_clearly_without_gpu():
+    from graphgpo.backends import cugraph_backend
+
+    batch = make_synthetic_batch(1, 2, 3, 3, seed=1)
+    if not HAS_CUDA:
+        with pytest.raises(RuntimeError, match="CUDA"):
+            cugraph_backend.compute(batch, "graphgpo", make_config("graphgpo"))
+    try:
+        import pylibcugraph  # noqa: F401
+    except Exception:
+        with pytest.raises(ImportError, match="pylibcugraph"):
+            cugraph_backend._load()
+
+
+# ---------------------------------------------------------------------------------------------- GPU only
+
+
+@gpu
+@needs_cuda
+@pytest.mark.parametrize("with_cost", [False, True])
+@pytest.mark.parametrize("backend", ["triton", "cugraph"])
+def test_gpu_backends_equal_cpu_reference(backend, with_cost):
+    from graphgpo.backends import get_backend
+
+    if backend == "cugraph":
+        pytest.importorskip("pylibcugraph")
+    module = get_backend(backend)
+    batch = make_synthetic_batch(64, 8, 30, 25, seed=11, with_cost=with_cost)
+    for method, options in CASES:
+        config = make_config(method, **options)
+        _assert_same(module.compute(batch.to("cuda"), method, config), torch_backend.compute(batch, method, config))
+
+
+@gpu
+@needs_cuda
+def test_gpu_kernels_deterministic_distances_and_poisoned_outputs():
+    batch = make_synthetic_batch(512, 8, 50, 40, seed=12).to("cuda")
+    config = make_config("graphgpo")
+    runs = [triton_backend.compute(batch, "graphgpo", config) for _ in range(3)]
+    for run in runs[1:]:
+        assert torch.equal(run.d_state, runs[0].d_state) and torch.equal(run.d_next, runs[0].d_next)
+        assert torch.allclose(run.advantages, runs[0].advantages, atol=1e-6, rtol=0)
+    assert torch.isfinite(runs[0].advantages).all()
