@@ -13,9 +13,12 @@ The Triton kernels then do in one pass each what would otherwise be a handful of
 input order and each run's key once. Between them one ``cumsum`` numbers the runs. The number of distinct
 pairs is read back once (it sizes the outputs); nothing else syncs.
 
-A sort-based path was chosen over an ``atomic_cas`` hash table because the ids must come out in sorted
-order anyway (``step_group``), which a hash table would need a second sort of the distinct keys for, and
-because it is deterministic. It has not been timed against a hash table on a GPU (none was lent).
+``dense_ids_hashed`` is the alternative the issue asks to measure against: an open-addressing hash table
+(``atomic_cas`` on int64 slots holding the index of the first entry seen with a pair; linear probing, load
+factor <= 1/2) finds one representative per distinct pair in one pass, and only the distinct pairs are then
+sorted (two stable sorts of u instead of n entries) to number them in the same sorted order. It wins when
+pairs repeat a lot (u << n), which is the normal case for states. Both give identical outputs; which is
+faster on a GPU has not been measured (no GPU was lent): ``benchmarks/bench_kernels.py`` times both.
 """
 
 from __future__ import annotations
@@ -56,6 +59,41 @@ if HAS_TRITON:
         tl.store(ukey_ptr + rid, tl.load(key_ptr + i, mask=m, other=0), mask=first)
         if HAS_GROUP:
             tl.store(ugroup_ptr + rid, tl.load(group_ptr + i, mask=m, other=0), mask=first)
+
+
+    @triton.jit
+    def _mix64(z):
+        z ^= z >> 30
+        z = z * 0xBF58476D1CE4E5B9
+        z ^= z >> 27
+        z = z * 0x94D049BB133111EB
+        z ^= z >> 31
+        return z
+
+    @triton.jit
+    def _insert_kernel(key_ptr, group_ptr, table_ptr, rep_ptr, n, table_mask, BLOCK: tl.constexpr):
+        # rep[i] = index of the entry whose (group, key) claimed the slot first (i itself if it did)
+        i = (tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)).to(tl.int64)
+        m = i < n
+        k = tl.load(key_ptr + i, mask=m, other=0)
+        g = tl.load(group_ptr + i, mask=m, other=0)
+        z = _mix64(k.to(tl.uint64, bitcast=True) ^ _mix64(g.to(tl.uint64, bitcast=True) + 0x9E3779B97F4A7C15))
+        h = (z & table_mask.to(tl.uint64)).to(tl.int64, bitcast=True)
+        rep = i
+        active = m
+        while tl.max(active.to(tl.int32), axis=0) > 0:
+            # atomic_cas has no mask: finished lanes compare against -2, which no slot ever holds
+            cmp = tl.where(active, -1, -2).to(tl.int64)
+            old = tl.atomic_cas(table_ptr + h, cmp, i)
+            inserted = active & (old == -1)
+            probe = active & (old >= 0)
+            other = tl.maximum(old, 0)
+            same = probe & (tl.load(group_ptr + other, mask=probe, other=0) == g) \
+                & (tl.load(key_ptr + other, mask=probe, other=0) == k)
+            rep = tl.where(same, other, rep)
+            active = active & ~(inserted | same)
+            h = tl.where(active, (h + 1) & table_mask, h)
+        tl.store(rep_ptr + i, rep, mask=m)
 
 
 BLOCK = 1024
@@ -126,3 +164,30 @@ def unique_edges(src: torch.Tensor, dst: torch.Tensor, num_nodes: int, cost: tor
         edge_cost = torch.full((upacked.numel(),), float("inf"), dtype=torch.float64, device=src.device)
         edge_cost.scatter_reduce_(0, inverse, cost.to(torch.float64), reduce="amin")
     return edge_src, edge_dst, rowptr, inverse, edge_cost
+
+
+def dense_ids_hashed(key: torch.Tensor, group: torch.Tensor):
+    """Same result as ``dense_ids(key, group)``, via an ``atomic_cas`` hash table and a sort of the
+    distinct pairs only."""
+    check_device(key, group)
+    key = key.to(torch.int64).contiguous()
+    group = group.to(torch.int64).contiguous()
+    if group.shape != key.shape:
+        raise ValueError(f"group has shape {tuple(group.shape)}, key has {tuple(key.shape)}")
+    n = key.numel()
+    dev = key.device
+    if n == 0:
+        empty = torch.empty(0, dtype=torch.int64, device=dev)
+        return empty, empty.clone(), empty.clone()
+    size = triton.next_power_of_2(2 * n)
+    table = torch.full((size,), -1, dtype=torch.int64, device=dev)
+    rep = torch.empty(n, dtype=torch.int64, device=dev)
+    block = 1024 if n >= 1024 else triton.next_power_of_2(n)
+    _insert_kernel[(triton.cdiv(n, block),)](key, group, table, rep, n, size - 1, BLOCK=block)
+    first = torch.nonzero(rep == torch.arange(n, device=dev)).flatten()  # one representative per pair
+    compact = torch.empty(n, dtype=torch.int64, device=dev)
+    compact[first] = torch.arange(first.numel(), device=dev)
+    perm, ukey, ugroup = _lexsort(key[first], group[first])
+    rank = torch.empty_like(perm)
+    rank[perm] = torch.arange(perm.numel(), device=dev)
+    return rank[compact[rep]], ukey, ugroup

@@ -46,7 +46,7 @@ if HAS_TRITON:
             dv = tl.load(dbits_ptr + v, mask=m, other=0).to(tl.float64, bitcast=True)
             beg = tl.load(rowptr_ptr + v, mask=m, other=0)
             deg = tl.load(rowptr_ptr + v + 1, mask=m, other=0) - beg
-            max_deg = tl.max(deg, axis=0)
+            max_deg = tl.max(deg, axis=0).to(tl.int32)
             for k in range(0, max_deg):
                 em = m & (k < deg)
                 e = beg + k

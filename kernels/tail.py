@@ -172,7 +172,7 @@ if HAS_TRITON:
         off = tl.load(offset_ptr + t, mask=m, other=0)
         length = tl.load(length_ptr + t, mask=m, other=0)
         running = tl.zeros([BLOCK], dtype=tl.float64)
-        for k in range(0, tl.max(length, axis=0)):
+        for k in range(0, tl.max(length, axis=0).to(tl.int32)):
             step = length - 1 - k
             sm = m & (step >= 0)
             row = tl.load(order_ptr + off + step, mask=sm, other=0)

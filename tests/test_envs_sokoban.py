@@ -145,6 +145,7 @@ def test_parse_collection_with_comments_and_names():
     ("#####\n#@ .#\n#####", r"no boxes"),
     ("#####\n#@$. \n#####", r"not enclosed"),
     ("\n\n", r"no level found"),
+    ("#####\n#@$.#\n#####\n#.$##\n####", r"outside the player's area"),
 ])
 def test_parse_level_errors(text, message):
     with pytest.raises(ValueError, match=message):
@@ -167,6 +168,15 @@ def test_levels_file_option_cycles_through_levels(tmp_path):
     assert env.reset(seed=0)[1]["state_key"] == "P 1,1 | B 1,2"
     assert env.reset(seed=1)[1]["state_key"] == "P 1,4 | B 1,2"
     assert env.reset(seed=2)[1]["state_key"] == "P 1,1 | B 1,2"
+
+
+def test_bundled_levels_are_solvable():
+    from graphgpo.envs.levels import BUNDLED_LEVELS
+
+    levels = load_levels(BUNDLED_LEVELS)
+    assert [lv.name for lv in levels][:2] == ["corridor", "corner"]
+    assert shortest_solution(levels[0]) == ["right", "right", "right"]
+    assert all(shortest_solution(lv) for lv in levels)
 
 
 # ------------------------------------------------------------------------------------------- generator

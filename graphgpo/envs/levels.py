@@ -18,14 +18,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
-__all__ = ["SokobanLevel", "parse_level", "parse_levels", "load_levels", "MOVES"]
+__all__ = ["SokobanLevel", "parse_level", "parse_levels", "load_levels", "MOVES", "BUNDLED_LEVELS"]
 
 Cell = tuple[int, int]
 
 # Move name -> (d_row, d_col).
 MOVES: dict[str, Cell] = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1)}
+
+# A few small hand-made levels shipped with the package (levels_file=str(BUNDLED_LEVELS)).
+BUNDLED_LEVELS = Path(__file__).parent / "data" / "tiny_levels.txt"
 
 _FLOOR_CHARS = {" ", "-", "_"}
 _LEVEL_CHARS = {"#", "@", "+", "$", "*", "."} | _FLOOR_CHARS
@@ -66,13 +70,21 @@ class SokobanLevel:
             raise ValueError(f"{where}: no boxes")
         if len(self.boxes) != len(self.goals):
             raise ValueError(f"{where}: {len(self.boxes)} boxes but {len(self.goals)} goals")
-        reach = self.reachable_cells()
+        reach = self.playable
         leak = [cell for cell in reach if cell[0] in (0, self.height - 1) or cell[1] in (0, self.width - 1)]
         if leak:
             raise ValueError(f"{where}: not enclosed by walls (the player can reach the edge at {min(leak)})")
+        stray = sorted((self.boxes | self.goals) - reach)
+        if stray:
+            raise ValueError(f"{where}: box or goal at {stray[0]} is outside the player's area")
+
+    @cached_property
+    def playable(self) -> frozenset[Cell]:
+        """Non-wall cells connected to the player (ignoring boxes): the room's playable area (cached)."""
+        return frozenset(self.reachable_cells())
 
     def reachable_cells(self) -> set[Cell]:
-        """Non-wall cells connected to the player (ignoring boxes): the room's playable area."""
+        """Non-wall cells connected to the player (ignoring boxes)."""
         seen = {self.player}
         stack = [self.player]
         while stack:

@@ -86,31 +86,42 @@ class SokobanConfig:
         self.interior = tuple(self.interior)
 
 
-def _cell_symbol(level: SokobanLevel, cell: Cell, player: Cell, boxes: frozenset[Cell], inside: set[Cell]) -> str:
-    if cell in level.walls or cell not in inside:
-        return SYMBOLS["wall"]
-    on_target = cell in level.goals
-    if cell == player:
-        return SYMBOLS["player_on_target" if on_target else "player"]
-    if cell in boxes:
-        return SYMBOLS["box_on_target" if on_target else "box"]
-    return SYMBOLS["target" if on_target else "floor"]
+def _base_rows(level: SokobanLevel) -> list[list[str]]:
+    """Symbols of the fixed part of the room: walls (and cells outside them), targets, floor."""
+    inside = level.playable
+    rows = []
+    for r in range(level.height):
+        row = []
+        for c in range(level.width):
+            cell = (r, c)
+            if cell in level.walls or cell not in inside:
+                row.append(SYMBOLS["wall"])
+            else:
+                row.append(SYMBOLS["target" if cell in level.goals else "floor"])
+        rows.append(row)
+    return rows
 
 
-def _symbol_rows(level: SokobanLevel, player: Cell, boxes: frozenset[Cell], inside: set[Cell]) -> list[list[str]]:
-    return [[_cell_symbol(level, (r, c), player, boxes, inside) for c in range(level.width)]
-            for r in range(level.height)]
+def _symbol_rows(level: SokobanLevel, player: Cell, boxes: frozenset[Cell],
+                 base: list[list[str]] | None = None) -> list[list[str]]:
+    rows = [list(row) for row in (base or _base_rows(level))]
+    for r, c in boxes:
+        rows[r][c] = SYMBOLS["box_on_target" if (r, c) in level.goals else "box"]
+    r, c = player
+    rows[r][c] = SYMBOLS["player_on_target" if player in level.goals else "player"]
+    return rows
 
 
-def render_grid(level: SokobanLevel, player: Cell, boxes: frozenset[Cell]) -> str:
+def render_grid(level: SokobanLevel, player: Cell, boxes: frozenset[Cell],
+                base: list[list[str]] | None = None) -> str:
     """Full grid, one row per line (cells outside the walls drawn as walls)."""
-    rows = _symbol_rows(level, player, boxes, level.reachable_cells())
-    return "\n".join("".join(row) for row in rows)
+    return "\n".join("".join(row) for row in _symbol_rows(level, player, boxes, base))
 
 
-def render_compact(level: SokobanLevel, player: Cell, boxes: frozenset[Cell]) -> str:
+def render_compact(level: SokobanLevel, player: Cell, boxes: frozenset[Cell],
+                   base: list[list[str]] | None = None) -> str:
     """Interior only (outer ring dropped), symbols space-separated, rows joined by " ; "."""
-    rows = _symbol_rows(level, player, boxes, level.reachable_cells())
+    rows = _symbol_rows(level, player, boxes, base)
     inner = [row[1:-1] for row in rows[1:-1]]
     if not inner or not inner[0]:
         inner = rows  # a level too thin to have an interior: keep everything
@@ -140,6 +151,7 @@ class SokobanEnv:
                                                 pull_prob=cfg.pull_prob)
         self._seed_stream = random.Random(cfg.seed)
         self.level: SokobanLevel | None = None
+        self._base: list[list[str]] | None = None  # symbols of the fixed room, overlaid when rendering
         self.player: Cell = (0, 0)
         self.boxes: frozenset[Cell] = frozenset()
         self.num_steps = 0
@@ -159,6 +171,7 @@ class SokobanEnv:
         if seed is None:
             seed = self._seed_stream.randrange(2**31)
         self.level = self.room_for_seed(int(seed))
+        self._base = _base_rows(self.level)
         self.player = self.level.player
         self.boxes = self.level.boxes
         self.num_steps = 0
@@ -216,8 +229,8 @@ class SokobanEnv:
 
     def observation(self) -> str:
         if self.config.render == "compact":
-            return render_compact(self.level, self.player, self.boxes)
-        return f"{LEGEND}\n{render_grid(self.level, self.player, self.boxes)}"
+            return render_compact(self.level, self.player, self.boxes, self._base)
+        return f"{LEGEND}\n{render_grid(self.level, self.player, self.boxes, self._base)}"
 
     def _info(self, *, won: bool, valid: bool) -> dict:
         return {"won": won, "is_action_valid": valid, "state_key": self.state_key,

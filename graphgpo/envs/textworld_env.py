@@ -32,7 +32,8 @@ import re
 import shutil
 import tempfile
 import threading
-from dataclasses import asdict, dataclass
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -192,7 +193,10 @@ class TextWorldEnv:
         path = self.game_for_seed(int(seed))
         if path != self._game_path:
             self.close()
-            self._env = self._tw.start(path, request_infos=self._infos)
+            with warnings.catch_warnings():
+                # Jericho cannot read scores of TextWorld-compiled games; TextWorld tracks them itself.
+                warnings.filterwarnings("ignore", message=".*is not fully supported.*")
+                self._env = self._tw.start(path, request_infos=self._infos)
             self._game_path = path
         self._state = self._env.reset()
         self.done = False

@@ -505,7 +505,14 @@ def register_estimators(names=None, *, overwrite: bool = False) -> list[str]:
     A name verl already maps to another function is skipped with a warning unless ``overwrite`` (a previous
     import of this module, e.g. after a reload, is always replaced).
     """
-    registry = _core_algos.ADV_ESTIMATOR_REGISTRY
+    registry = getattr(_core_algos, "ADV_ESTIMATOR_REGISTRY", None)
+    if registry is None or not hasattr(_core_algos, "register_adv_est"):
+        # Older verl forks (e.g. verl-agent's) dispatch estimators by hand: compute_advantage_dataproto
+        # still works there, called from the fork's compute_advantage.
+        warnings.warn("this verl has no advantage-estimator registry (register_adv_est); graphgpo's estimators "
+                      "were not registered: call compute_advantage_dataproto from the trainer instead",
+                      stacklevel=2)
+        return []
     done = []
     for name in (ESTIMATORS if names is None else names):
         if name not in ESTIMATORS:

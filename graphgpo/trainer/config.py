@@ -31,6 +31,9 @@ EMBEDDED_MODEL = "embedded"
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
 # Recipe omega per environment (SPEC.md, "Recipe defaults per environment").
 DEFAULT_OMEGA = {"alfworld": 0.1, "webshop": 0.2, "sokoban": 0.8}
+DEFAULT_ENV_KWARGS = {
+    "sokoban": {"generator": "simple", "interior": [5, 5], "reverse_moves": 6, "pull_prob": 0.8, "render": "compact"},
+}
 
 
 @dataclass
@@ -65,10 +68,12 @@ class TrainConfig:
     # --- environment and prompts ---
     env: str = "sokoban"
     """Environment name for graphgpo.envs.make."""
-    env_kwargs: dict[str, Any] = field(default_factory=lambda: {
-        "generator": "simple", "interior": [5, 5], "reverse_moves": 6, "pull_prob": 0.8, "render": "compact"})
-    """Keyword arguments for graphgpo.envs.make (default: 5x5 one-box rooms by reverse play, compact
-    rendering: interior only, symbols space-separated, rows joined by ';')."""
+    env_kwargs: dict[str, Any] | None = None
+    """Keyword arguments for graphgpo.envs.make; None = DEFAULT_ENV_KWARGS of the environment (Sokoban: the
+    embedded default's 5x5 one-box rooms by reverse play, compact rendering: interior only, symbols
+    space-separated, rows joined by ';'; others: {})."""
+    eval_env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Overrides of env_kwargs for evaluation (e.g. ALFWorld's held-out game files)."""
     prompt_style: str = "compact"
     """Prompt template style in graphgpo.prompting.get_template: "compact" (observation only, answer is the
     bare action word) or "full" (task, history, admissible actions, <think>/<action> tags)."""
@@ -180,7 +185,9 @@ class TrainConfig:
     device: str = "auto"
     """cpu | cuda | cuda:N | auto (cuda when available)."""
     num_threads: int = 0
-    """torch CPU threads; 0 = the cores this process may use."""
+    """torch CPU threads; 0 = auto: 1 for the embedded model (its matrices are so small that a second
+    thread costs more in synchronisation than it gains, and much more on shared cores), else every core
+    this process may use."""
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -201,6 +208,8 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         """Check every value; raise ValueError naming the first bad field. Returns self."""
         _type_check(self, "")
+        if self.env_kwargs is None:
+            self.env_kwargs = dict(DEFAULT_ENV_KWARGS.get(self.env, {}))
         _positive_int(self, "num_iterations", "tasks_per_batch", "num_generations", "max_steps",
                       "max_prompt_length", "max_completion_length", "ppo_epochs", "mini_batch_size",
                       "micro_batch_size", "eval_tasks", "keep_checkpoints", "embedded_hidden_size",
@@ -340,6 +349,9 @@ def apply_mapping(obj: Any, values: Mapping[str, Any], prefix: str = "", *, merg
             if not isinstance(value, Mapping):
                 raise ValueError(f"{name} is a section; set its fields, e.g. {name}.method=...")
             apply_mapping(current, value, prefix=f"{name}.", merge_dicts=merge_dicts)
+        elif key == "env_kwargs" and current is None and merge_dicts and isinstance(value, Mapping):
+            base = DEFAULT_ENV_KWARGS.get(values.get("env", getattr(obj, "env", "")), {})
+            setattr(obj, key, {**base, **value})
         elif merge_dicts and isinstance(current, dict) and isinstance(value, Mapping):
             setattr(obj, key, {**current, **value})
         else:

@@ -112,14 +112,9 @@ class HFEngine(GenerationEngine):
                           generator: torch.Generator | None) -> list[Generation]:
         """Embedded model: one forward pass, logits restricted to the action tokens, one sample per row."""
         policy = self.policy
-        inputs = pack_sequences(prompt_ids, [[] for _ in prompt_ids], policy.pad_token_id, policy.device)
-        width = inputs["input_ids"].shape[1] - 1  # drop the (empty) response column
-        logits = policy.model(input_ids=inputs["input_ids"][:, :width],
-                              attention_mask=inputs["attention_mask"][:, :width],
-                              position_ids=inputs["position_ids"][:, :width], logits_to_keep=1,
-                              use_cache=False).logits[:, -1, :].float()
+        logp_unique, inverse = policy.action_distribution(prompt_ids, 1.0)
+        logits = logp_unique[inverse]  # log-softmax at T=1 = logits up to a per-row constant
         allowed = torch.as_tensor(policy.action_token_ids, device=logits.device)
-        logits = logits.index_select(-1, allowed)
         choice, logp = sample_from_logits(logits, params, generator)
         tokens = allowed[choice].tolist()
         logp = logp.tolist()

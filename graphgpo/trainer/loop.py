@@ -116,12 +116,16 @@ def load_run_config(run_dir: str | Path, overrides: list[str] | None = None) -> 
 class Trainer:
     """Owns the policy, engine, environments and run directory of one training run."""
 
-    def __init__(self, cfg: TrainConfig, *, resume: bool = False):
+    def __init__(self, cfg: TrainConfig, *, resume: bool = False, evaluate_only: bool = False,
+                 checkpoint: str | Path | None = None):
+        """``resume``: continue the run in cfg.output_dir from its latest checkpoint. ``evaluate_only``: load
+        a finished/partial run (``checkpoint`` or the latest) for evaluation; nothing in it is written."""
         self.cfg = cfg.validate()
         self.run_dir = Path(cfg.output_dir) if cfg.output_dir else default_run_dir(cfg)
-        self.resume = resume
-        self._prepare_run_dir()
-        threads = cfg.num_threads or len(os.sched_getaffinity(0))
+        self.resume = resume or evaluate_only
+        if not evaluate_only:
+            self._prepare_run_dir()
+        threads = cfg.num_threads or (1 if cfg.is_embedded else len(os.sched_getaffinity(0)))
         torch.set_num_threads(threads)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
@@ -134,7 +138,7 @@ class Trainer:
         self.env_kwargs = dict(cfg.env_kwargs)
         self.manager = EnvManager(cfg.env, self.env_kwargs, group_size=cfg.num_generations,
                                   max_steps=cfg.max_steps, executor="serial")
-        self.eval_manager = EnvManager(cfg.env, self.env_kwargs, group_size=1, max_steps=cfg.max_steps,
+        self.eval_manager = EnvManager(cfg.env, {**self.env_kwargs, **cfg.eval_env_kwargs}, group_size=1, max_steps=cfg.max_steps,
                                        executor="serial")
         self.policy = self._load_policy()
         self.engine = make_engine(self.policy, cfg)
@@ -143,17 +147,21 @@ class Trainer:
         if cfg.kl_coef > 0:
             self.policy.enable_reference()
         self.iteration = 0
-        if resume:
-            checkpoint = latest_checkpoint(self.run_dir)
+        if self.resume:
+            checkpoint = Path(checkpoint) if checkpoint is not None else latest_checkpoint(self.run_dir)
             if checkpoint is None:
                 raise ValueError(f"{self.run_dir}: no checkpoint to resume from")
-            state = load_checkpoint(checkpoint, self.policy, self.optimizer)
+            state = load_checkpoint(checkpoint, self.policy, None if evaluate_only else self.optimizer,
+                                    restore_rng=not evaluate_only)
             self.iteration = int(state["iteration"])
             self.engine.load_weights(self.policy.model)
         self.eval_seeds = eval_task_seeds(cfg.eval_tasks)
-        self.log = RunLog(self.run_dir, resume_iteration=self.iteration if resume else None,
-                          tensorboard=cfg.tensorboard)
+        self.log = None
+        if not evaluate_only:
+            self.log = RunLog(self.run_dir, resume_iteration=self.iteration if resume else None,
+                              tensorboard=cfg.tensorboard)
         self.random_baseline: float | None = None
+        self._updating = False  # True from the update's start until the iteration is logged and counted
 
     # ------------------------------------------------------------------ setup
     def _prepare_run_dir(self) -> None:
@@ -298,9 +306,10 @@ class Trainer:
             with GracefulInterrupt() as interrupt:
                 for iteration in range(self.iteration + 1, cfg.num_iterations + 1):
                     row = self.train_iteration(iteration)
-                    self.iteration = iteration
                     self.log.log(row)
-                    if iteration % max(cfg.save_every, 1) == 0 and cfg.save_every or iteration == cfg.num_iterations:
+                    self.iteration = iteration
+                    self._updating = False
+                    if (cfg.save_every and iteration % cfg.save_every == 0) or iteration == cfg.num_iterations:
                         self.save()
                         last_saved = iteration
                     self._show(bar, row)
@@ -308,8 +317,12 @@ class Trainer:
                         status = "interrupted"
                         break
         except KeyboardInterrupt:
-            status = "interrupted"  # mid-iteration: the model may be half-updated; keep the last checkpoint
-            last_saved = -1
+            # A second Ctrl-C (or one outside the main thread). Before the update started, the weights are
+            # still those of the last finished iteration and get saved below; during the update they are
+            # half-updated, so the last checkpoint on disk stays the usable one.
+            status = "interrupted"
+            if self._updating:
+                last_saved = -1
         except NonFiniteError as err:
             self.log.close()
             self.write_summary(f"stopped: {err}", time.perf_counter() - started)
@@ -335,6 +348,7 @@ class Trainer:
         t1 = time.perf_counter()
         adv = self.advantages(rollout, iteration)
         t2 = time.perf_counter()
+        self._updating = True
         stats = self.update(self.samples(rollout, adv.advantages), iteration)
         t3 = time.perf_counter()
         row: dict[str, Any] = {
@@ -395,6 +409,12 @@ class Trainer:
             plot_runs([self.run_dir], self.run_dir / "learning_curve.png")
         return summary
 
+    def close(self) -> None:
+        self.manager.close()
+        self.eval_manager.close()
+        if self.log is not None:
+            self.log.close()
+
     def _progress_bar(self):
         if not self.cfg.progress_bar:
             return None
@@ -420,5 +440,17 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict:
     try:
         return trainer.train()
     finally:
-        trainer.manager.close()
-        trainer.eval_manager.close()
+        trainer.close()
+
+
+def evaluate_run(run_dir: str | Path, *, checkpoint: str | Path | None = None, num_tasks: int | None = None,
+                 temperature: float | None = None, overrides: list[str] | None = None) -> dict:
+    """Evaluate a run's checkpoint (default: the latest) on the held-out tasks; writes nothing."""
+    cfg = load_run_config(run_dir, overrides)
+    trainer = Trainer(cfg, evaluate_only=True, checkpoint=checkpoint)
+    try:
+        result = trainer.evaluate(trainer.iteration, num_tasks=num_tasks, temperature=temperature)
+    finally:
+        trainer.close()
+    return {"iteration": trainer.iteration, "eval_tasks": num_tasks or cfg.eval_tasks,
+            "eval_temperature": cfg.eval_temperature if temperature is None else temperature, **result}

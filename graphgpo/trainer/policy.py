@@ -73,6 +73,8 @@ class Policy:
         for the embedded model). Returns ``(logprobs [B, R], mask [B, R], entropy [B, R] or None)`` on the
         policy's device, float32. Gradients flow when called outside ``torch.no_grad``."""
         model = self.model if model is None else model
+        if self.action_token_ids is not None and all(len(r) == 1 for r in response_ids):
+            return self._action_logprobs(prompt_ids, response_ids, temperature, with_entropy, model)
         inputs = pack_sequences(prompt_ids, response_ids, self.pad_token_id, self.device)
         width = inputs["response_width"]
         out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
@@ -92,6 +94,40 @@ class Policy:
             entropy = -(logp_all.exp() * logp_all).sum(-1)
         mask = inputs["response_mask"]
         return logprobs * mask, mask, entropy
+
+    def _action_logprobs(self, prompt_ids, response_ids, temperature, with_entropy, model):
+        """One action token per row: the distribution depends on the prompt alone, so the forward pass runs
+        once per distinct prompt (G rollouts of a task revisit the same states) and rows gather from it.
+        Exact: the gradient of a row flows through its prompt's shared logits."""
+        logp_unique, inverse = self.action_distribution(prompt_ids, temperature, model)
+        logp_all = logp_unique[inverse]  # [B, A]
+        allowed = torch.as_tensor(self.action_token_ids, device=logp_all.device)
+        targets = action_index(torch.as_tensor([r[0] for r in response_ids], device=logp_all.device), allowed)
+        if (targets < 0).any():
+            row = int((targets < 0).nonzero()[0])
+            raise ValueError(f"row {row}: response token {response_ids[row][0]} is not an action token")
+        logprobs = logp_all.gather(-1, targets.unsqueeze(-1))  # [B, 1]
+        entropy = -(logp_all.exp() * logp_all).sum(-1, keepdim=True) if with_entropy else None
+        return logprobs, torch.ones_like(logprobs), entropy
+
+    def action_distribution(self, prompt_ids: Sequence[Sequence[int]], temperature: float = 1.0,
+                            model: torch.nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probs over the action tokens after each distinct prompt: ``(logp [U, A], inverse [B])`` with
+        row b's distribution at ``logp[inverse[b]]``. Temperature 0 means 1 here (greedy picks the argmax)."""
+        model = self.model if model is None else model
+        index: dict[tuple[int, ...], int] = {}
+        inverse = [index.setdefault(tuple(p), len(index)) for p in prompt_ids]
+        unique = list(index)
+        inputs = pack_sequences(unique, [[] for _ in unique], self.pad_token_id, self.device)
+        width = inputs["input_ids"].shape[1] - 1  # drop the empty response column
+        logits = model(input_ids=inputs["input_ids"][:, :width], attention_mask=inputs["attention_mask"][:, :width],
+                       position_ids=inputs["position_ids"][:, :width], logits_to_keep=1,
+                       use_cache=False).logits[:, -1, :].float()
+        allowed = torch.as_tensor(self.action_token_ids, device=logits.device)
+        logits = logits.index_select(-1, allowed)
+        if temperature > 0:
+            logits = logits / temperature
+        return torch.log_softmax(logits, -1), torch.as_tensor(inverse, device=logits.device)
 
     # ---------------------------------------------------------------- reference model (KL)
     def enable_reference(self) -> None:

@@ -1,0 +1,406 @@
+"""Learning-curve comparison of the advantage estimators: GRPO, GiGPO, GraphGPO and RLOO.
+
+    python benchmarks/learning.py --tasks sokoban-easy --methods grpo graphgpo --seeds 0 1 2 --iterations 100
+    python benchmarks/learning.py --report-only          # rebuild tables and plots from the runs on disk
+
+Every run uses the trainer's Python API (``graphgpo.trainer.loop.train``) with the same config except
+``advantage.method``: for one seed, every method starts from the same initial weights, sees the same task
+seeds at every iteration (the trainer derives them from (seed, iteration)) and gets the same number of
+iterations, rollouts and PPO epochs. Nothing is tuned per method.
+
+The budget is stated up front: ``--iterations`` per run, tasks x methods x seeds runs. Runs go one at a
+time (the machine is shared) into ``RUN_ROOT/<task>/<method>/seed<k>`` and are resumable: a finished run
+is skipped, a run with a checkpoint resumes from it, and raising ``--iterations`` later extends the runs
+already on disk (the trainer resumes from their last checkpoint), so partial budgets accumulate.
+
+Outputs in ``--out`` (default benchmarks/results/learning): ``learning.md`` and ``learning.json`` (table per
+task: final held-out success, area under the training success curve, iterations to reach 50% of the best
+method's final success; mean ± std over seeds, plus the per-seed paired difference to GRPO) and one
+``<task>.png`` per task (mean training-success curve with a ±1 std band over seeds, evaluation points).
+
+Metrics (all from each run's metrics.jsonl, cut at ``--iterations``):
+- final success: greedy success on the trainer's held-out evaluation rooms at the last iteration;
+- final train success: sampled success (temperature 1) averaged over the last 10 iterations;
+- AUC: mean sampled training success over iterations 1..N (area under the curve divided by N);
+- iterations to 50% of best: first iteration where the moving average (window ``--smooth``) of the
+  sampled success reaches half the best method's mean final train success on that task. Where the random
+  policy already clears that bar (easy Sokoban: random ~0.28), the number says nothing, so the table also
+  gives iterations to half the gain: the bar halfway between the random-policy rate and the best final.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+METHODS = ("grpo", "gigpo", "graphgpo", "rloo")
+
+# The embedded tasks. "easy" is the trainer's embedded default (random-policy success ~0.28); "hard" is the
+# 6x6 room with 10 reverse moves and 15 steps (random ~0.20, /work/shared/EMBEDDED_DEFAULT.md).
+# TextWorld has no fixed action vocabulary, so the embedded one-token model cannot play it: it needs a
+# Hugging Face model (--model), which cannot be downloaded on the CPU machine this was written on.
+TASKS: dict[str, dict[str, Any]] = {
+    "sokoban-easy": {"env": "sokoban", "max_steps": 12, "env_kwargs": {
+        "generator": "simple", "interior": [5, 5], "reverse_moves": 6, "pull_prob": 0.8, "render": "compact"}},
+    "sokoban-hard": {"env": "sokoban", "max_steps": 15, "env_kwargs": {
+        "generator": "simple", "interior": [6, 6], "reverse_moves": 10, "pull_prob": 0.8, "render": "compact"}},
+    "textworld": {"env": "textworld", "max_steps": 20, "prompt_style": "full", "env_kwargs": {}},
+}
+
+
+@dataclass
+class LearningConfig:
+    """The comparison grid and its budget."""
+
+    tasks: list[str] = field(default_factory=lambda: ["sokoban-easy", "sokoban-hard"])
+    """Task names (keys of TASKS)."""
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    """Advantage estimators compared (all with their default options; GraphGPO's ω = the Sokoban recipe's 0.8)."""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """Config seeds; each method runs every seed."""
+    iterations: int = 100
+    """Training iterations per run (16 tasks x 8 rollouts each)."""
+    eval_every: int = 20
+    """Held-out greedy evaluation every N iterations (and after the last)."""
+    eval_tasks: int = 256
+    """Held-out rooms per evaluation."""
+    threads: int = 1
+    """torch threads per run (the runs go one at a time)."""
+    model: str = "embedded"
+    """Policy: "embedded" (tiny random-init Qwen2) or a Hugging Face model path (needed for TextWorld)."""
+    run_root: str = "runs/learning"
+    """Where the run directories go."""
+    out: str = "benchmarks/results/learning"
+    """Where the table, JSON and plots go."""
+    smooth: int = 10
+    """Moving-average window of the training-success curves."""
+    overrides: list[str] = field(default_factory=list)
+    """Extra dotted trainer overrides applied to every run (same for all methods)."""
+
+    def validate(self) -> "LearningConfig":
+        for task in self.tasks:
+            if task not in TASKS:
+                raise ValueError(f"tasks: unknown task {task!r}; known: {', '.join(TASKS)}")
+        for method in self.methods:
+            if method not in METHODS:
+                raise ValueError(f"methods: unknown method {method!r}; known: {', '.join(METHODS)}")
+        if self.iterations < 1:
+            raise ValueError(f"iterations: must be >= 1, got {self.iterations}")
+        if self.smooth < 1:
+            raise ValueError(f"smooth: must be >= 1, got {self.smooth}")
+        if not self.seeds:
+            raise ValueError("seeds: give at least one seed")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------- running
+def run_dir_for(cfg: LearningConfig, task: str, method: str, seed: int) -> Path:
+    return Path(cfg.run_root) / task / method / f"seed{seed}"
+
+
+def train_config(cfg: LearningConfig, task: str, method: str, seed: int):
+    """The trainer config of one run: defaults + the task + the method; identical otherwise."""
+    from graphgpo.trainer.config import TrainConfig, apply_mapping, parse_overrides
+
+    spec = TASKS[task]
+    tc = TrainConfig()
+    apply_mapping(tc, {
+        "seed": seed, "env": spec["env"], "env_kwargs": dict(spec["env_kwargs"]), "max_steps": spec["max_steps"],
+        "num_iterations": cfg.iterations, "eval_every": cfg.eval_every, "eval_tasks": cfg.eval_tasks,
+        "num_threads": cfg.threads, "model_name_or_path": cfg.model, "save_every": 10, "keep_checkpoints": 1,
+        "tensorboard": False, "advantage": {"method": method},
+        "output_dir": str(run_dir_for(cfg, task, method, seed)),
+        **({"prompt_style": spec["prompt_style"]} if "prompt_style" in spec else {}),
+    })
+    if cfg.overrides:
+        apply_mapping(tc, parse_overrides(cfg.overrides), merge_dicts=True)
+    return tc.validate()
+
+
+def run_state(run_dir: Path, iterations: int) -> str:
+    """"done" (finished at >= iterations), "resume" (has a checkpoint) or "fresh"."""
+    from graphgpo.trainer.checkpoint import latest_checkpoint
+
+    summary = run_dir / "summary.json"
+    if summary.is_file():
+        info = json.loads(summary.read_text())
+        if info.get("status") == "completed" and int(info.get("iterations") or 0) >= iterations:
+            return "done"
+    return "resume" if latest_checkpoint(run_dir) is not None else "fresh"
+
+
+def run_one(cfg: LearningConfig, task: str, method: str, seed: int) -> str:
+    """Train one (task, method, seed) up to cfg.iterations; returns what it did."""
+    from graphgpo.trainer.loop import train
+
+    run_dir = run_dir_for(cfg, task, method, seed)
+    state = run_state(run_dir, cfg.iterations)
+    if state == "done":
+        return "skipped (done)"
+    tc = train_config(cfg, task, method, seed)
+    if state == "fresh" and run_dir.exists():
+        shutil.rmtree(run_dir)  # killed before its first checkpoint: nothing to keep
+    train(tc, resume=state == "resume")
+    return "resumed" if state == "resume" else "trained"
+
+
+def run_grid(cfg: LearningConfig) -> None:
+    """All runs, seed-major (every method gets seed 0 before any gets seed 1), so that a budget cut short
+    still leaves a balanced comparison."""
+    from tqdm import tqdm
+
+    grid = [(t, m, s) for t in cfg.tasks for s in cfg.seeds for m in cfg.methods]
+    print(f"budget: {len(grid)} runs x {cfg.iterations} iterations (tasks {cfg.tasks}, methods {cfg.methods}, "
+          f"seeds {cfg.seeds}), one run at a time, {cfg.threads} torch thread(s)", flush=True)
+    bar = tqdm(grid, desc="runs", dynamic_ncols=True)
+    for task, method, seed in bar:
+        bar.set_postfix_str(f"{task} {method} seed{seed}")
+        started = time.perf_counter()
+        what = run_one(cfg, task, method, seed)
+        bar.write(f"{task} {method} seed{seed}: {what} in {time.perf_counter() - started:.0f}s")
+
+
+# ---------------------------------------------------------------------------------------------- analysis
+def moving_average(values: Sequence[float], window: int) -> np.ndarray:
+    """Trailing mean over the last ``window`` values (fewer at the start)."""
+    v = np.asarray(values, dtype=float)
+    csum = np.concatenate([[0.0], np.cumsum(v)])
+    idx = np.arange(1, len(v) + 1)
+    lo = np.maximum(idx - window, 0)
+    return (csum[idx] - csum[lo]) / (idx - lo)
+
+
+def first_reaching(curve: np.ndarray, threshold: float) -> int | None:
+    """1-based iteration where ``curve`` first reaches ``threshold``; None if never."""
+    hits = np.nonzero(curve >= threshold)[0]
+    return int(hits[0]) + 1 if hits.size else None
+
+
+@dataclass
+class RunCurve:
+    """One run's curves, cut at the budget."""
+
+    seed: int
+    train: np.ndarray
+    """Sampled training success per iteration 1..N."""
+    evals: list[tuple[int, float]]
+    """(iteration, greedy held-out success)."""
+    random_baseline: float | None
+
+
+def load_run(run_dir: Path, seed: int, iterations: int) -> RunCurve | None:
+    """The run's curve if it has all ``iterations`` rows, else None (unfinished runs are left out)."""
+    from graphgpo.trainer.runlog import read_metrics
+
+    rows = [r for r in read_metrics(run_dir) if r["iteration"] <= iterations]
+    if len(rows) < iterations or [r["iteration"] for r in rows] != list(range(1, iterations + 1)):
+        return None
+    evals = [(r["iteration"], float(r["eval_success_rate"])) for r in rows if "eval_success_rate" in r]
+    baseline_file = run_dir / "random_baseline.json"
+    baseline = json.loads(baseline_file.read_text())["random_policy_success_rate"] if baseline_file.is_file() else None
+    return RunCurve(seed, np.array([float(r["success_rate"]) for r in rows]), evals, baseline)
+
+
+def _mean_std(values: Sequence[float]) -> dict[str, float | None]:
+    v = [x for x in values if x is not None and not math.isnan(x)]
+    if not v:
+        return {"mean": None, "std": None, "n": 0}
+    return {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "n": len(v)}
+
+
+def summarise_task(cfg: LearningConfig, task: str) -> dict[str, Any]:
+    """Per-method metrics of one task (only runs that reached the budget count)."""
+    curves: dict[str, list[RunCurve]] = {}
+    for method in cfg.methods:
+        found = [load_run(run_dir_for(cfg, task, method, s), s, cfg.iterations) for s in cfg.seeds]
+        curves[method] = [c for c in found if c is not None]
+    last = min(10, cfg.iterations)
+    final_train = {m: [float(c.train[-last:].mean()) for c in cs] for m, cs in curves.items()}
+    finished = {m: v for m, v in final_train.items() if v}
+    best = max((float(np.mean(v)) for v in finished.values()), default=None)
+    baselines = [c.random_baseline for cs in curves.values() for c in cs if c.random_baseline is not None]
+    random_rate = float(np.mean(baselines)) if baselines else None
+    half_best = 0.5 * best if best is not None else None
+    half_gain = (random_rate + 0.5 * (best - random_rate)) if best is not None and random_rate is not None else None
+
+    methods: dict[str, Any] = {}
+    for method, cs in curves.items():
+        per_seed = []
+        for c in cs:
+            smooth = moving_average(c.train, cfg.smooth)
+            final_eval = c.evals[-1][1] if c.evals and c.evals[-1][0] == cfg.iterations else None
+            per_seed.append({
+                "seed": c.seed, "final_eval_success": final_eval, "final_train_success": float(c.train[-last:].mean()),
+                "auc": float(c.train.mean()),
+                "iters_to_half_best": first_reaching(smooth, half_best) if half_best is not None else None,
+                "iters_to_half_gain": first_reaching(smooth, half_gain) if half_gain is not None else None,
+            })
+        methods[method] = {
+            "seeds": [p["seed"] for p in per_seed], "per_seed": per_seed,
+            **{key: _mean_std([p[key] for p in per_seed])
+               for key in ("final_eval_success", "final_train_success", "auc")},
+            # a run that never reaches the bar counts as the budget + 1 in the mean (a lower bound on its time)
+            **{key: {**_mean_std([p[key] if p[key] is not None else cfg.iterations + 1 for p in per_seed]),
+                     "never": sum(p[key] is None for p in per_seed)}
+               for key in ("iters_to_half_best", "iters_to_half_gain")},
+        }
+    # Paired differences to GRPO: same seed = same initial weights and the same tasks at every iteration.
+    if "grpo" in methods:
+        base = {p["seed"]: p for p in methods["grpo"]["per_seed"]}
+        for method, info in methods.items():
+            if method == "grpo":
+                continue
+            for key in ("final_eval_success", "auc"):
+                diffs = [p[key] - base[p["seed"]][key] for p in info["per_seed"]
+                         if p["seed"] in base and p[key] is not None and base[p["seed"]][key] is not None]
+                info[f"{key}_minus_grpo"] = _mean_std(diffs)
+    return {"task": task, "iterations": cfg.iterations, "random_policy_success": random_rate,
+            "best_final_train_success": best, "half_best_threshold": half_best, "half_gain_threshold": half_gain,
+            "methods": methods, "curves": {m: [c.train.tolist() for c in cs] for m, cs in curves.items()},
+            "evals": {m: [c.evals for c in cs] for m, cs in curves.items()}}
+
+
+def _fmt(stat: dict | None, digits: int = 3) -> str:
+    if not stat or stat.get("mean") is None:
+        return "–"
+    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def _fmt_iters(stat: dict, budget: int) -> str:
+    if stat.get("mean") is None:
+        return "–"
+    text = f"{stat['mean']:.0f} ± {stat['std']:.0f}"
+    return text + (f" ({stat['never']} never: counted {budget + 1})" if stat["never"] else "")
+
+
+def markdown_table(summary: dict[str, Any]) -> str:
+    budget = summary["iterations"]
+    rnd = summary["random_policy_success"]
+    lines = [f"### {summary['task']} ({budget} iterations per run)", ""]
+    if rnd is not None:
+        lines.append(f"Random policy on the held-out rooms: {rnd:.3f}. Bars: 50% of best = "
+                     f"{summary['half_best_threshold']:.3f}, half the gain = {summary['half_gain_threshold']:.3f}.")
+        lines.append("")
+    lines.append("| method | seeds | final held-out success (greedy) | final train success (last 10) | AUC (train) "
+                 "| iters to 50% of best | iters to half the gain | Δ final vs GRPO (paired) | Δ AUC vs GRPO (paired) |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
+    for method, m in summary["methods"].items():
+        lines.append(
+            f"| {method} | {len(m['seeds'])} | {_fmt(m['final_eval_success'])} | {_fmt(m['final_train_success'])} "
+            f"| {_fmt(m['auc'])} | {_fmt_iters(m['iters_to_half_best'], budget)} "
+            f"| {_fmt_iters(m['iters_to_half_gain'], budget)} | {_fmt(m.get('final_eval_success_minus_grpo'))} "
+            f"| {_fmt(m.get('auc_minus_grpo'))} |")
+    return "\n".join(lines)
+
+
+def plot_task(summary: dict[str, Any], path: Path, smooth: int) -> Path:
+    """Mean training-success curve (moving average) per method with a ±1 std band over seeds; held-out
+    evaluation means as markers; the random policy as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    colors = {"grpo": "#1f77b4", "gigpo": "#2ca02c", "graphgpo": "#d62728", "rloo": "#9467bd"}
+    for method, runs in summary["curves"].items():
+        if not runs:
+            continue
+        smoothed = np.stack([moving_average(r, smooth) for r in runs])
+        its = np.arange(1, smoothed.shape[1] + 1)
+        mean, std = smoothed.mean(0), smoothed.std(0)
+        color = colors.get(method)
+        ax.plot(its, mean, color=color, lw=2, label=f"{method} (train, n={len(runs)})")
+        ax.fill_between(its, mean - std, mean + std, color=color, alpha=0.18, lw=0)
+        evals: dict[int, list[float]] = {}
+        for run in summary["evals"][method]:
+            for it, value in run:
+                evals.setdefault(it, []).append(value)
+        if evals:
+            xs = sorted(evals)
+            ax.errorbar(xs, [np.mean(evals[x]) for x in xs], yerr=[np.std(evals[x]) for x in xs], color=color,
+                        marker="o", ls=":", lw=1, capsize=3, label=f"{method} (held-out, greedy)")
+    if summary["random_policy_success"] is not None:
+        ax.axhline(summary["random_policy_success"], color="gray", ls="--", lw=1,
+                   label=f"random policy ({summary['random_policy_success']:.2f})")
+    ax.set_title(f"{summary['task']}: success rate, mean ± std over seeds (train: moving average {smooth})")
+    ax.set_xlabel("iteration (16 rooms x 8 rollouts each)")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_report(cfg: LearningConfig) -> dict[str, Any]:
+    """learning.md, learning.json and <task>.png from the runs on disk."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summaries = [summarise_task(cfg, task) for task in cfg.tasks]
+    sections = []
+    for s in summaries:
+        if any(s["curves"].values()):
+            plot_task(s, out / f"{s['task']}.png", cfg.smooth)
+        sections.append(markdown_table(s))
+    command = "python benchmarks/learning.py " + " ".join(sys.argv[1:])
+    header = (f"# Learning comparison\n\nCommand: `{command.strip()}`\n\nConfig: `{json.dumps(asdict(cfg))}`\n\n"
+              "Mean ± std over seeds (runs that reached the budget). Same seed = same initial weights and the "
+              "same rooms at every iteration for every method.\n")
+    (out / "learning.md").write_text(header + "\n" + "\n\n".join(sections) + "\n", encoding="utf-8")
+    report = {"config": asdict(cfg), "tasks": [{k: v for k, v in s.items() if k not in ("curves", "evals")}
+                                                for s in summaries]}
+    (out / "learning.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    for section in sections:
+        print(section + "\n")
+    return report
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def parse_args(argv: Sequence[str] | None) -> tuple[LearningConfig, bool]:
+    d = LearningConfig()
+    p = argparse.ArgumentParser(prog="graphgpo compare", description=__doc__.split("\n\n")[0])
+    p.add_argument("--tasks", nargs="+", default=d.tasks, choices=list(TASKS))
+    p.add_argument("--methods", nargs="+", default=d.methods, choices=list(METHODS))
+    p.add_argument("--seeds", nargs="+", type=int, default=d.seeds)
+    p.add_argument("--iterations", type=int, default=d.iterations, help="training iterations per run (the budget)")
+    p.add_argument("--eval-every", type=int, default=d.eval_every)
+    p.add_argument("--eval-tasks", type=int, default=d.eval_tasks)
+    p.add_argument("--threads", type=int, default=d.threads)
+    p.add_argument("--model", default=d.model)
+    p.add_argument("--run-root", default=d.run_root)
+    p.add_argument("--out", default=d.out)
+    p.add_argument("--smooth", type=int, default=d.smooth)
+    p.add_argument("--report-only", action="store_true", help="only rebuild the table and plots from disk")
+    p.add_argument("overrides", nargs="*", help="dotted trainer overrides for every run (e.g. ppo_epochs=2)")
+    a = p.parse_args(argv)
+    cfg = LearningConfig(tasks=a.tasks, methods=a.methods, seeds=a.seeds, iterations=a.iterations,
+                         eval_every=a.eval_every, eval_tasks=a.eval_tasks, threads=a.threads, model=a.model,
+                         run_root=a.run_root, out=a.out, smooth=a.smooth, overrides=a.overrides)
+    return cfg.validate(), a.report_only
+
+
+def compare_main(argv: Sequence[str] | None = None) -> int:
+    """``graphgpo compare``: train the grid (resumable), then write the table and plots."""
+    cfg, report_only = parse_args(argv)
+    if not report_only:
+        run_grid(cfg)
+    write_report(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    raise SystemExit(compare_main())

@@ -1,0 +1,21 @@
+"""Analysis of rollouts and advantages: per-step credit diagnostics and graph views of one task's rollouts.
+
+    from graphgpo.analysis import compute_method_outputs, credit_diagnostics
+    diag = credit_diagnostics(batch, compute_method_outputs(batch, omega=0.8))
+    print(diag.table())
+
+``graphgpo viz RUN_DIR --task N`` (``graph_view.viz_main``) draws the state graph of one task's rollouts.
+Plotting modules load matplotlib only when used.
+"""
+
+from graphgpo.analysis.diagnostics import (
+    METHODS,
+    CreditDiagnostics,
+    StepCategories,
+    compute_method_outputs,
+    credit_diagnostics,
+    step_categories,
+)
+
+__all__ = ["METHODS", "CreditDiagnostics", "StepCategories", "compute_method_outputs", "credit_diagnostics",
+           "step_categories"]

@@ -1,0 +1,112 @@
+"""Fresh rollouts of a saved training run, for the graph view and the credit diagnostics.
+
+The trainer does not store its rollouts (they are large and rebuilt every iteration), so the analysis
+tools play new ones with what a run directory does store:
+
+- ``config.yaml``: environment, template, G (``num_generations``), ``max_steps``, temperature, ω;
+- the latest checkpoint (``checkpoints/iter_*``) and, for the embedded model, ``tokenizer/``: the policy.
+  A run directory without a checkpoint (or ``policy="random"``) is played by a uniform-random policy over
+  the environment's action words.
+
+Tasks are the run's held-out evaluation rooms (``graphgpo.trainer.loop.eval_task_seeds``): task N is the
+N-th room the trainer evaluates on, the same for every run, so views of different runs show the same room.
+Episodes are sampled at the run's training temperature (``--temperature`` to change it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["RunRollouts", "held_out_task_seeds", "collect_run_rollouts"]
+
+
+@dataclass
+class RunRollouts:
+    """Rollouts of a run plus what produced them."""
+
+    result: Any
+    """graphgpo.rollout.RolloutResult (records, batch, actions, ...)."""
+    config: Any
+    """The run's TrainConfig."""
+    policy_source: str
+    """"checkpoint <path>" or "random policy"."""
+    task_seeds: list[int]
+    omega: float
+    """GraphGPO's ω for this run's environment."""
+
+
+def held_out_task_seeds(indices: Sequence[int]) -> list[int]:
+    """Environment seeds of the run's held-out rooms with the given indices."""
+    from graphgpo.trainer.loop import eval_task_seeds
+
+    if any(i < 0 for i in indices):
+        raise ValueError(f"task indices must be >= 0, got {list(indices)}")
+    stream = eval_task_seeds(max(indices) + 1)
+    return [stream[i] for i in indices]
+
+
+def _sampler(run_dir: Path, cfg, template, policy: str, temperature: float, seed: int):
+    """(policy callable, description)."""
+    from graphgpo.rollout import RandomPolicy
+    from graphgpo.trainer.checkpoint import latest_checkpoint, load_checkpoint
+
+    checkpoint = latest_checkpoint(run_dir) if policy != "random" else None
+    if checkpoint is None:
+        if policy == "checkpoint":
+            raise ValueError(f"{run_dir}: no checkpoint (checkpoints/iter_*) to load the policy from")
+        if not template.fixed_vocabulary:
+            raise ValueError(f"{run_dir}: no checkpoint, and env {cfg.env!r} has no fixed action set for a "
+                             f"random policy")
+        style = "bare" if template.parse_mode == "bare" else "tags"
+        return RandomPolicy(template.fixed_vocabulary, seed=seed, style=style), "random policy"
+
+    from graphgpo.trainer.engine import SamplingParams, make_engine
+    from graphgpo.trainer.loop import EngineSampler
+    from graphgpo.trainer.policy import load_policy
+
+    if cfg.is_embedded:
+        tokenizer_dir = run_dir / "tokenizer"
+        if not tokenizer_dir.is_dir():
+            raise ValueError(f"{run_dir}: the embedded model's tokenizer/ directory is missing")
+        loaded = load_policy(cfg, action_words=list(template.fixed_vocabulary or ()), tokenizer_dir=tokenizer_dir)
+    else:
+        loaded = load_policy(cfg)
+    load_checkpoint(checkpoint, loaded, None, restore_rng=False)
+    engine = make_engine(loaded, cfg)
+    params = SamplingParams(temperature=temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_completion_length)
+    return EngineSampler(engine, params, seed), f"checkpoint {checkpoint}"
+
+
+def collect_run_rollouts(run_dir: str | Path, task_indices: Sequence[int], *, policy: str = "auto",
+                         temperature: float | None = None, seed: int = 0,
+                         group_size: int | None = None) -> RunRollouts:
+    """Play ``group_size`` (default: the run's G) episodes of each held-out task in ``task_indices``.
+
+    ``policy``: "auto" (latest checkpoint, else random), "checkpoint" (error without one) or "random".
+    """
+    if policy not in ("auto", "checkpoint", "random"):
+        raise ValueError(f"policy: expected 'auto', 'checkpoint' or 'random', got {policy!r}")
+    import torch
+
+    from graphgpo.envs.vector import EnvManager
+    from graphgpo.prompting import get_template
+    from graphgpo.rollout import collect_rollouts
+    from graphgpo.trainer.loop import load_run_config
+
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    cfg.device = "cpu" if not torch.cuda.is_available() else cfg.device
+    template = get_template(cfg.env, cfg.prompt_style, history_length=cfg.history_length)
+    sampler, source = _sampler(run_dir, cfg, template, policy,
+                               cfg.temperature if temperature is None else temperature, seed)
+    seeds = held_out_task_seeds(task_indices)
+    manager = EnvManager(cfg.env, dict(cfg.env_kwargs), group_size=group_size or cfg.num_generations,
+                         max_steps=cfg.max_steps, executor="serial")
+    try:
+        with torch.no_grad():
+            result = collect_rollouts(manager, sampler, task_seeds=seeds, template=template)
+    finally:
+        manager.close()
+    return RunRollouts(result=result, config=cfg, policy_source=source, task_seeds=seeds, omega=cfg.resolved_omega)

@@ -1,0 +1,175 @@
+"""TextWorld environment (generated offline games) and the ALFWorld state key on recorded text.
+
+Games are generated once per test session into a temporary cache (a few seconds each: Inform 7).
+"""
+
+import pytest
+
+import graphgpo.envs as envs
+from graphgpo.envs.alfworld import AlfWorldTracker, alfworld_state_key, track
+
+textworld = pytest.importorskip("textworld", reason="textworld is not installed (pip install textworld)")
+
+GAME_OPTIONS = {"nb_rooms": 2, "nb_objects": 4, "quest_length": 2}
+SEEDS = (1, 2)
+
+
+@pytest.fixture(scope="session")
+def tw_cache(tmp_path_factory):
+    from graphgpo.envs.textworld_env import generate_game
+
+    cache = tmp_path_factory.mktemp("textworld_games")
+    for seed in SEEDS:
+        generate_game(seed, cache_dir=str(cache), **GAME_OPTIONS)
+    return str(cache)
+
+
+@pytest.fixture
+def env(tw_cache):
+    environment = envs.make("textworld", cache_dir=tw_cache, **GAME_OPTIONS)
+    yield environment
+    environment.close()
+
+
+def test_walkthrough_reaches_won(env):
+    for seed in SEEDS:
+        obs, info = env.reset(seed=seed)
+        assert info["task"] and info["admissible_actions"] and not info["won"]
+        assert "$$" not in obs  # banner removed
+        walkthrough = list(info["walkthrough"])
+        assert walkthrough
+        total = 0.0
+        for i, command in enumerate(walkthrough):
+            assert command in info["admissible_actions"]
+            obs, reward, terminated, truncated, info = env.step(command)
+            total += reward
+            assert info["is_action_valid"] and not truncated
+            assert terminated == (i == len(walkthrough) - 1) == info["won"]
+        assert total > 0
+
+
+def test_state_key_distinguishes_states_with_identical_text(env):
+    obs, info = env.reset(seed=SEEDS[0])
+    text_here, _, _, _, here = env.step("inventory")
+    assert here["state_key"] == info["state_key"]  # looking at the inventory changes nothing
+    go = next(a for a in info["admissible_actions"] if a.startswith("go "))
+    env.step(go)
+    text_there, _, _, _, there = env.step("inventory")
+    assert text_there == text_here  # same printed text ...
+    assert there["state_key"] != here["state_key"]  # ... different world state
+
+
+def test_reset_is_deterministic_per_seed_and_games_differ(env, tw_cache):
+    first = env.reset(seed=SEEDS[0])
+    other = envs.make("textworld", cache_dir=tw_cache, **GAME_OPTIONS)
+    try:
+        assert other.reset(seed=SEEDS[0]) == first
+        assert other.reset(seed=SEEDS[1])[1]["state_key"] != first[1]["state_key"]
+    finally:
+        other.close()
+
+
+def test_unknown_command_is_sent_through_and_marked_invalid(env):
+    _, info = env.reset(seed=SEEDS[0])
+    obs, reward, terminated, _, after = env.step("dance wildly")
+    assert after["is_action_valid"] is False and reward == 0.0 and not terminated
+    assert obs  # the game answered
+    assert after["state_key"] == info["state_key"]
+
+
+def test_config_errors(tw_cache):
+    with pytest.raises(ValueError, match="difficulty"):
+        envs.make("textworld", difficulty="nightmare")
+    with pytest.raises(ValueError, match="nb_rooms"):
+        envs.make("textworld", nb_rooms=0)
+
+
+def test_textworld_rollout_batch_with_threads(tw_cache):
+    from graphgpo import compute_advantages
+    from graphgpo.envs.vector import EnvManager
+    from graphgpo.rollout import RandomPolicy, collect_rollouts
+
+    options = {"cache_dir": tw_cache, **GAME_OPTIONS}
+    with EnvManager("textworld", options, group_size=3, max_steps=5, executor="thread", num_workers=3) as m:
+        result = collect_rollouts(m, RandomPolicy(seed=3), task_seeds=list(SEEDS))
+    with EnvManager("textworld", options, group_size=3, max_steps=5, executor="serial") as m:
+        serial = collect_rollouts(m, RandomPolicy(seed=3), task_seeds=list(SEEDS))
+    assert result.records == serial.records
+    assert result.batch.num_groups == 2 and result.batch.num_trajs == 6
+    assert all(r["valid"] for r in result.records)  # the random policy picks admissible commands
+    out = compute_advantages(result.batch, method="graphgpo", preset="alfworld")
+    assert out.advantages.shape == (result.batch.num_rows,)
+
+
+# ------------------------------------------------------------------------------- ALFWorld state key
+# Observations recorded from ALFWorld transcripts (format of the released game engine).
+ALF_START = ("-= Welcome to TextWorld, ALFRED! =-\n\nYou are in the middle of a room. Looking quickly around "
+             "you, you see a cabinet 1, a countertop 1, a fridge 1, a microwave 1, and a sinkbasin 1.\n\n"
+             "Your task is to: put a hot apple in fridge.")
+ADMISSIBLE = ["go to cabinet 1", "go to countertop 1", "go to fridge 1", "go to microwave 1", "inventory", "look"]
+
+
+def run_tracker(steps):
+    tracker = AlfWorldTracker()
+    for action, obs in steps:
+        tracker = track(tracker, action, obs)
+    return tracker
+
+
+def test_tracker_follows_location_items_and_states():
+    tracker = run_tracker([
+        ("go to countertop 1", "You arrive at loc 12. On the countertop 1, you see a apple 1, and a knife 1."),
+        ("take apple 1 from countertop 1", "You pick up the apple 1 from the countertop 1."),
+        ("go to microwave 1", "You arrive at microwave 1. The microwave 1 is closed."),
+        ("open microwave 1", "You open the microwave 1. The microwave 1 is open. In it, you see nothing."),
+        ("heat apple 1 with microwave 1", "You heat the apple 1 using the microwave 1."),
+        ("go to fridge 1", "You arrive at fridge 1. The fridge 1 is closed."),
+        ("open fridge 1", "You open the fridge 1. The fridge 1 is open. In it, you see a egg 2."),
+        ("put apple 1 in/on fridge 1", "You put the apple 1 in/on the fridge 1."),
+        ("close microwave 1", "Nothing happens."),
+    ])
+    assert tracker == AlfWorldTracker(
+        location="fridge 1", held=None,
+        item_states=(("apple 1", "hot"), ("fridge 1", "open"), ("microwave 1", "open")),
+        moves=(("apple 1", "fridge 1"),))
+
+
+def test_tracker_holding_and_lamp():
+    tracker = run_tracker([
+        ("go to desk 1", "You arrive at desk 1. On the desk 1, you see a desklamp 1, and a pen 2."),
+        ("take pen 2 from desk 1", "You pick up the pen 2 from the desk 1."),
+        ("use desklamp 1", "You turn on the desklamp 1."),
+        ("close desk 1", "You close the desk 1."),
+    ])
+    assert (tracker.location, tracker.held) == ("desk 1", "pen 2")
+    assert tracker.item_states == (("desk 1", "closed"), ("desklamp 1", "on"))
+
+
+def test_state_key_separates_identical_text():
+    arrive = "You arrive at loc 3. The fridge 1 is closed."
+    empty_handed = run_tracker([("go to fridge 1", arrive)])
+    holding = run_tracker([
+        ("go to countertop 1", "You arrive at loc 12. On the countertop 1, you see a apple 1."),
+        ("take apple 1 from countertop 1", "You pick up the apple 1 from the countertop 1."),
+        ("go to fridge 1", arrive),
+    ])
+    key_a = alfworld_state_key(arrive, empty_handed, ADMISSIBLE)
+    key_b = alfworld_state_key(arrive, holding, ADMISSIBLE)
+    assert key_a != key_b and key_a[0] == key_b[0]
+    # Command order does not matter; the same history gives the same key.
+    assert alfworld_state_key(arrive, empty_handed, ADMISSIBLE[::-1]) == key_a
+    assert alfworld_state_key(" " + arrive + "\n", run_tracker([("go to fridge 1", arrive)]), ADMISSIBLE) == key_a
+    assert alfworld_state_key(ALF_START, AlfWorldTracker(), ADMISSIBLE)[1:3] == ("middle of room", "")
+
+
+def test_seams_explain_what_to_install():
+    try:
+        import alfworld  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="pip install alfworld"):
+            envs.make("alfworld")
+    try:
+        import web_agent_site  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="princeton-nlp/WebShop"):
+            envs.make("webshop")

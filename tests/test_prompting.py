@@ -1,0 +1,112 @@
+"""Prompt templates and the text -> action projection."""
+
+import pytest
+
+from graphgpo.prompting import PromptContext, Projection, get_template, project_action
+
+MOVES = ["up", "down", "left", "right"]
+
+
+# ------------------------------------------------------------------------------------------ projection
+@pytest.mark.parametrize("text, expected", [
+    ("<think>box is left</think><action>left</action>", Projection("left", True, "")),
+    ("<think>x</think>\n<action>  Left \n</action>", Projection("left", True, "")),
+    ("<THINK>x</THINK><ACTION>up</ACTION>", Projection("up", True, "")),
+    # The last action block counts.
+    ("<think>x</think><action>up</action> no wait <action>down</action>", Projection("down", True, "")),
+    ("<think>x</think><action></action>", Projection("", False, "empty_action")),
+    ("<think>x</think><action>move left</action>", Projection("move left", False, "not_in_vocabulary")),
+    ("<think>x</think><action>left right</action>", Projection("left right", False, "not_in_vocabulary")),
+    ("<think>x</think><action>上</action>", Projection("上", False, "not_in_vocabulary")),
+    ("<action>left</action>", Projection("left", False, "missing_think_tag")),
+    ("<think>x</think> left", Projection("<think>x</think> left", False, "missing_action_tag")),
+    ("<think>x</think><action>left", Projection("<think>x</think><action>left", False, "missing_action_tag")),
+    ("", Projection("", False, "missing_action_tag")),
+])
+def test_tag_projection(text, expected):
+    assert project_action(text, MOVES) == expected
+
+
+def test_missing_think_can_be_allowed():
+    assert project_action("<action>up</action>", MOVES, require_think=False) == Projection("up", True, "")
+
+
+def test_free_vocabulary_accepts_any_nonempty_action():
+    assert project_action("<think>t</think><action>Open the  Box</action>", None) == Projection("open the box", True)
+
+
+def test_admissible_commands_are_returned_as_spelled():
+    vocab = ["take Non-Euclidean key", "go south"]
+    proj = project_action("<think>t</think><action>take non-euclidean KEY</action>", vocab)
+    assert proj == Projection("take Non-Euclidean key", True, "")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("up", Projection("up", True, "")),
+    (" Right\n", Projection("right", True, "")),
+    ("up down", Projection("up down", False, "not_in_vocabulary")),
+    ("<action>up</action>", Projection("<action>up</action>", False, "not_in_vocabulary")),
+    ("", Projection("", False, "empty_action")),
+])
+def test_bare_projection(text, expected):
+    assert project_action(text, MOVES, mode="bare") == expected
+
+
+def test_bad_mode():
+    with pytest.raises(ValueError, match="mode"):
+        project_action("up", MOVES, mode="json")
+
+
+# ------------------------------------------------------------------------------------------- templates
+def test_sokoban_invalid_move_is_not_executed_and_text_tasks_pass_through():
+    sok = get_template("sokoban")
+    bad = sok.project("<think>t</think><action>jump</action>", ["up"])
+    assert not bad.valid and sok.action_to_execute(bad) == ""
+    good = sok.project("<think>t</think><action>UP</action>", None)
+    assert good.valid and sok.action_to_execute(good) == "up"
+    tw = get_template("textworld")
+    bad = tw.project("<think>t</think><action>dance</action>", ["go north"])
+    assert not bad.valid and tw.action_to_execute(bad) == "dance"
+
+
+def test_full_template_shows_task_history_observation_and_actions():
+    template = get_template("textworld")
+    ctx = PromptContext(observation="You are in a kitchen.", step=3, task="Eat the apple.",
+                        history=[("obs A", "look"), ("obs B", "go east"), ("obs C", "open fridge")],
+                        admissible_actions=["eat apple", "go west"])
+    prompt = template.render(ctx)
+    assert "Your task: Eat the apple." in prompt
+    assert "obs A" not in prompt  # only the last K = 2 steps
+    assert "[Observation 2]\nobs B\n[Action 2] go east" in prompt
+    assert "[Observation 3]\nobs C\n[Action 3] open fridge" in prompt
+    assert "taken 3 step(s)" in prompt and "step 4" in prompt
+    assert prompt.index("obs C") < prompt.index("You are in a kitchen.")
+    assert "'eat apple', 'go west'" in prompt
+    assert "<think>" in prompt and "<action>" in prompt
+
+
+def test_history_length_override_and_first_step():
+    template = get_template("textworld", history_length=1)
+    ctx = PromptContext(observation="now", step=2, history=[("o1", "a1"), ("o2", "a2")])
+    prompt = template.render(ctx)
+    assert "o2" in prompt and "o1" not in prompt
+    assert "This is the first step." in template.render(PromptContext(observation="start"))
+
+
+def test_sokoban_template_lists_the_moves_even_without_admissible_actions():
+    prompt = get_template("sokoban").render(PromptContext(observation="#P_#"))
+    assert "'up', 'down', 'left', 'right'" in prompt
+
+
+def test_compact_template_is_the_observation_only():
+    template = get_template("sokoban", "compact")
+    ctx = PromptContext(observation="P X O ; _ _ _", step=5, task="push", history=[("a", "up")])
+    assert template.render(ctx) == "P X O ; _ _ _"
+    assert template.project("left", None) == Projection("left", True, "")
+
+
+def test_unknown_template_and_bad_override():
+    with pytest.raises(ValueError, match="no prompt template for env 'chess'"):
+        get_template("chess")
+    with pytest.raises(ValueError, match="history_length"):
+        get_template("sokoban", history_length=-1)

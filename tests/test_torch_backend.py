@@ -1,0 +1,329 @@
+"""The vectorised torch backend against the reference backend and against independent shortest paths.
+
+Random batches (hypothesis, derandomised profile from conftest.py) cover many groups, group sizes 1..8,
+horizons 1..30, repeated states, self-loops, cycles, invalid actions, weighted costs, all-fail and
+all-success groups, single-trajectory groups, extreme int64 keys and arbitrary row order. Expectations
+come from the reference backend (plain Python), networkx's Dijkstra, or arithmetic written out here.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+
+import networkx as nx
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from graphgpo.backends import reference
+from graphgpo.backends import torch_backend as tb
+from graphgpo.backends import torch_graph as tg
+from graphgpo.batch import StepBatch
+from graphgpo.config import GiGPOConfig, GraphGPOConfig, GRPOConfig, RLOOConfig
+
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+COSTS = (0.1, 0.2, 0.3, 0.5, 1.0, 1.5, 2.0, 7.0)  # 0.1 + 0.2 != 0.3: float sums must agree exactly
+
+
+# ------------------------------------------------------------------------------------------ random batches
+
+def random_rows(seed: int, num_groups: int, max_group_size: int, max_horizon: int, num_states: int,
+                weighted: bool) -> list[dict]:
+    """Rows (dicts with int keys) of a random batch, in shuffled order.
+
+    Each group draws its mode: mixed success, all success (sometimes identical rollouts) or all fail.
+    Walks stay put (self-loop), step back (cycle) or jump to a random state of a small pool shared by all
+    groups (so equal keys occur in different groups).
+    """
+    rng = random.Random(seed)
+    pool = [INT64_MIN, INT64_MAX, 0, -1] + [rng.randrange(INT64_MIN, INT64_MAX) for _ in range(num_states)]
+    pool = pool[:max(num_states, 1)]
+    rows = []
+    group_labels = rng.sample(range(-10**6, 10**6), num_groups)  # from_tensors must make them dense
+    traj_label = rng.randrange(-10**9, 10**9)
+    for g in range(num_groups):
+        mode = rng.choice(("mixed", "mixed", "all_success", "all_fail", "identical"))
+        size = rng.randint(1, max_group_size)
+        start = rng.choice(pool)
+        template = None
+        for _ in range(size):
+            traj_label += rng.randint(1, 5)
+            if mode == "identical" and template is not None:
+                walk, success, episode_reward, steps = template
+            else:
+                length = rng.randint(1, max_horizon)
+                walk = [start]
+                for _ in range(length):
+                    move = rng.random()
+                    if move < 0.2:
+                        walk.append(walk[-1])  # self-loop
+                    elif move < 0.4 and len(walk) > 1:
+                        walk.append(walk[-2])  # step back: a cycle
+                    else:
+                        walk.append(rng.choice(pool))
+                if rng.random() < 0.3:
+                    walk[-1] = rng.randrange(INT64_MIN, INT64_MAX)  # a final state seen nowhere else
+                success = {"mixed": rng.random() < 0.5, "all_fail": False}.get(mode, True)
+                episode_reward = rng.choice((10.0, 10.0, 3.5, 1.0)) if success else rng.choice((0.0, 0.0, -1.0))
+                steps = [(rng.random() >= 0.2, rng.choice((0.0, 0.0, 1.0, 0.5, -2.0)), rng.choice(COSTS))
+                         for _ in range(length)]
+                template = (walk, success, episode_reward, steps)
+            for t, (valid, reward, cost) in enumerate(steps):
+                row = dict(group=group_labels[g], traj=traj_label, step=t, state=walk[t], next_state=walk[t + 1],
+                           success=success, valid=valid, episode_reward=episode_reward, reward=reward)
+                if weighted:
+                    row["cost"] = cost
+                rows.append(row)
+    rng.shuffle(rows)
+    return rows
+
+
+def to_batch(rows: list[dict]) -> StepBatch:
+    columns = {name: [row[name] for row in rows] for name in rows[0]}
+    dtypes = dict(success=torch.bool, valid=torch.bool, episode_reward=torch.float64, reward=torch.float64,
+                  cost=torch.float64)
+    return StepBatch.from_tensors(**{name: torch.tensor(values, dtype=dtypes.get(name, torch.int64))
+                                     for name, values in columns.items()})
+
+
+batch_params = st.fixed_dictionaries({
+    "seed": st.integers(0, 2**32 - 1),
+    "num_groups": st.one_of(st.integers(1, 4), st.integers(20, 40)),
+    "max_group_size": st.integers(1, 8),
+    "max_horizon": st.one_of(st.integers(1, 4), st.integers(5, 30)),
+    "num_states": st.integers(1, 12),
+    "weighted": st.booleans(),
+})
+
+graphgpo_options = st.fixed_dictionaries({
+    "omega": st.sampled_from((0.1, 0.2, 0.8, 1.0)),
+    "graph_return": st.sampled_from(("recipe", "paper", "progress")),
+    "normalize": st.sampled_from(("mean_std", "mean")),
+    "episode_stats": st.sampled_from(("cross_steps", "per_trajectory")),
+    "step_weight": st.sampled_from((1.0, 0.5)),
+    "invalid_penalty": st.sampled_from((0.1, 0.0)),
+})
+gigpo_options = st.fixed_dictionaries({
+    "gamma": st.sampled_from((0.95, 0.5, 1.0, 0.0)),
+    "normalize": st.sampled_from(("mean_std", "mean")),
+    "episode_stats": st.sampled_from(("cross_steps", "per_trajectory")),
+    "episode_weight": st.sampled_from((1.0, 2.0)),
+})
+
+
+# ------------------------------------------------------------------------------------------ comparisons
+
+def assert_same_as_reference(batch, method, config):
+    ours = tb.compute(batch, method, config)
+    ref = reference.compute(batch, method, config)
+    assert ours.backend == "torch" and ours.method == method
+    assert ours.advantages.dtype == torch.float32 and ours.step_advantages.dtype == torch.float64
+    if method == "graphgpo":
+        assert torch.equal(ours.d_state, ref.d_state)
+        assert torch.equal(ours.d_next, ref.d_next)
+    else:
+        assert ours.d_state is None and ours.d_next is None
+    if method in ("graphgpo", "gigpo"):
+        assert torch.equal(ours.step_group, ref.step_group)
+    else:
+        assert ours.step_group is None
+    torch.testing.assert_close(ours.returns, ref.returns, rtol=1e-12, atol=1e-12)
+    for name in ("step_advantages", "episode_advantages"):
+        torch.testing.assert_close(getattr(ours, name), getattr(ref, name), rtol=0, atol=1e-6)
+    # float32 outputs: within 1e-6 plus float32 rounding of values up to ~1e3
+    torch.testing.assert_close(ours.advantages, ref.advantages, rtol=1e-6, atol=1e-6)
+    assert ours.stats == ref.stats
+    return ours
+
+
+@given(batch_params, graphgpo_options)
+def test_graphgpo_matches_reference(params, options):
+    assert_same_as_reference(to_batch(random_rows(**params)), "graphgpo", GraphGPOConfig(**options))
+
+
+@given(batch_params, gigpo_options)
+def test_gigpo_matches_reference(params, options):
+    assert_same_as_reference(to_batch(random_rows(**params)), "gigpo", GiGPOConfig(**options))
+
+
+@given(batch_params, st.sampled_from(("mean_std", "mean")))
+def test_grpo_and_rloo_match_reference(params, normalize):
+    batch = to_batch(random_rows(**params))
+    assert_same_as_reference(batch, "grpo", GRPOConfig(normalize=normalize))
+    assert_same_as_reference(batch, "rloo", RLOOConfig())
+
+
+@given(batch_params)
+def test_frontier_path_matches_reference(params):
+    """Force the frontier search (used above 2**14 edges) on small batches."""
+    batch = to_batch(random_rows(**params))
+    graph = tg.success_edges(batch)
+    csr = tg.reverse_csr(graph)
+    assert torch.equal(tg.frontier_distances(graph, csr), tg.sweep_distances(graph))
+    limit = tg.SWEEP_MAX_EDGES
+    try:
+        tg.SWEEP_MAX_EDGES = 0
+        assert_same_as_reference(batch, "graphgpo", GraphGPOConfig())
+    finally:
+        tg.SWEEP_MAX_EDGES = limit
+
+
+def networkx_distances(rows: list[dict]) -> dict:
+    """(group, key) -> d, by networkx Dijkstra on each group's reversed graph, with SPEC.md's fill rules."""
+    length = {}
+    for row in rows:
+        length[row["traj"]] = max(length.get(row["traj"], 0), row["step"] + 1)
+    out = {}
+    for group in {row["group"] for row in rows}:
+        graph = nx.DiGraph()
+        sink = ("SUCCESS",)
+        for row in (r for r in rows if r["group"] == group):
+            to_success = row["success"] and row["step"] == length[row["traj"]] - 1
+            head = sink if to_success else row["next_state"]
+            graph.add_node(row["state"])
+            graph.add_node(head)
+            cost = row.get("cost", 1.0)
+            if not graph.has_edge(head, row["state"]) or graph[head][row["state"]]["w"] > cost:
+                graph.add_edge(head, row["state"], w=cost)  # reversed: SUCCESS is the source
+        nodes = [v for v in graph.nodes if v != sink]
+        if sink not in graph:
+            out.update({(group, v): 1.0 for v in nodes})
+            continue
+        reached = nx.single_source_dijkstra_path_length(graph, sink, weight="w")
+        d_max = max(reached.values())
+        out.update({(group, v): float(reached.get(v, d_max + 1.0)) for v in nodes})
+    return out
+
+
+@given(batch_params)
+def test_distances_equal_networkx(params):
+    rows = random_rows(**params)
+    out = tb.compute(to_batch(rows), "graphgpo", GraphGPOConfig())
+    expected = networkx_distances(rows)
+    d_state = [expected[(row["group"], row["state"])] for row in rows]
+    assert out.d_state.tolist() == d_state
+    for row, d in zip(rows, out.d_next.tolist()):
+        if d != 0.0:  # 0 only at SUCCESS; states are at distance >= min cost > 0
+            assert d == expected[(row["group"], row["next_state"])]
+
+
+@given(batch_params, st.sampled_from(("graphgpo", "gigpo", "grpo", "rloo")), st.integers(0, 2**32 - 1))
+def test_results_independent_of_row_order(params, method, perm_seed):
+    batch = to_batch(random_rows(**params))
+    perm = torch.randperm(batch.num_rows, generator=torch.Generator().manual_seed(perm_seed))
+    config = {"graphgpo": GraphGPOConfig, "gigpo": GiGPOConfig, "grpo": GRPOConfig, "rloo": RLOOConfig}[method]()
+    base = tb.compute(batch, method, config)
+    permuted = tb.compute(batch.take(perm), method, config)
+    for name in ("d_state", "d_next", "step_group"):
+        if getattr(base, name) is not None:
+            assert torch.equal(getattr(permuted, name), getattr(base, name)[perm])
+    for name in ("returns", "step_advantages", "episode_advantages"):
+        torch.testing.assert_close(getattr(permuted, name), getattr(base, name)[perm], rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(permuted.advantages, base.advantages[perm], rtol=1e-6, atol=1e-6)
+    assert permuted.stats == base.stats
+
+
+# ------------------------------------------------------------------------------------------ hand cases
+
+def chain(group, traj, keys, success, episode_reward=None, rewards=None, valid=None):
+    steps = len(keys) - 1
+    return [dict(group=group, traj=traj, step=t, state=keys[t], next_state=keys[t + 1], success=success,
+                 valid=True if valid is None else valid[t],
+                 episode_reward=(10.0 if success else 0.0) if episode_reward is None else episode_reward,
+                 reward=0.0 if rewards is None else rewards[t]) for t in range(steps)]
+
+
+def test_spec_worked_example():
+    # T1: A->B->(success); T2: A->C->D; T3: A->C->B->C. Keys A=1, B=2, C=3, D=4, T1's end 99.
+    rows = chain(0, 1, [1, 2, 99], True) + chain(0, 2, [1, 3, 4], False) + chain(0, 3, [1, 3, 2, 3], False)
+    out = tb.compute(to_batch(rows), "graphgpo", GraphGPOConfig())
+    assert out.d_state.tolist() == [2, 1, 2, 2, 2, 2, 1]
+    assert out.d_next.tolist() == [1, 0, 2, 3, 2, 1, 2]
+    assert out.returns.tolist() == pytest.approx([1, 10, 0.1, 0.01, 0.1, 1, 0.1], rel=1e-12)
+    # step group of A: returns (1, 0.1, 0.1)
+    a = [1.0, 0.1, 0.1]
+    expected_a = [(x - statistics.mean(a)) / (statistics.stdev(a) + 1e-6) for x in a]
+    assert out.step_advantages[[0, 2, 4]].tolist() == pytest.approx(expected_a, rel=1e-9)
+    assert out.step_advantages[0] > 0
+    # nodes A, B, C, D and one sink; 99 is not a node. Edges: 7 rows, A->C twice.
+    assert out.stats["num_nodes"] == 5
+    assert out.stats["num_unique_edges"] == 6
+    assert out.stats["unreachable_state_share"] == 0.25  # D of A, B, C, D
+
+
+def test_segment_normalize_hand_values():
+    values = torch.tensor([1.0, 3.0, 5.0, 2.0, 7.0, 7.0, 4.0], dtype=torch.float64)
+    seg = torch.tensor([0, 0, 0, 1, 2, 2, 3])
+    out = tb.segment_normalize(values, seg, 4, "mean_std", 1e-6)
+    # segment 0: mean 3, std 2; segment 1 alone -> 0; segment 2 equal values -> 0; segment 3 alone -> 0
+    assert out.tolist() == pytest.approx([-2 / (2 + 1e-6), 0.0, 2 / (2 + 1e-6), 0.0, 0.0, 0.0, 0.0], abs=1e-15)
+    assert tb.segment_normalize(values, seg, 4, "mean", 1e-6).tolist() == [-2.0, 0.0, 2.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_discounted_returns_hand_values():
+    # two trajectories, rows shuffled: rewards (1, 2, 4) and (8,)
+    rows = chain(0, 0, [1, 2, 3, 4], False, rewards=[1.0, 2.0, 4.0], valid=[True, False, True]) \
+        + chain(0, 1, [1, 5], False, rewards=[8.0])
+    order = [2, 3, 0, 1]
+    batch = to_batch([rows[i] for i in order])
+    got = tb.discounted_returns(batch, 0.5, 0.1).tolist()
+    expected = {0: 1 + 0.5 * 2 + 0.25 * 4, 1: 2 + 0.5 * 4 - 0.1, 2: 4.0, 3: 8.0}
+    assert got == pytest.approx([expected[i] for i in order], rel=1e-15)
+
+
+def test_long_trajectory_discounting_is_stable():
+    horizon = 1000
+    rows = chain(0, 0, list(range(horizon + 1)), False, rewards=[1.0] * horizon)
+    got = tb.discounted_returns(to_batch(rows), 0.99, 0.0)
+    expected = [(1 - 0.99 ** (horizon - t)) / (1 - 0.99) for t in range(horizon)]
+    torch.testing.assert_close(got, torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=0)
+
+
+def test_no_success_group_and_self_loop():
+    # group 0 all fail: d = 1 everywhere; group 1: a self-loop at the start, then success
+    rows = chain(0, 0, [1, 2, 1], False) + chain(1, 1, [1, 1, 2, 3], True)
+    out = tb.compute(to_batch(rows), "graphgpo", GraphGPOConfig(omega=0.5))
+    assert out.d_state.tolist() == [1, 1, 2, 2, 1]
+    assert out.d_next.tolist() == [1, 1, 2, 1, 0]
+    assert out.stats["groups_without_success"] == 1
+    assert out.stats["num_nodes"] == 2 + 2 + 1  # {1, 2} in group 0, {1, 2} + sink in group 1 (3 is no node)
+    assert out.returns.tolist() == pytest.approx([5.0, 5.0, 2.5, 5.0, 10.0], rel=1e-15)
+
+
+def test_empty_batch():
+    out = tb.compute(StepBatch.empty(), "graphgpo", GraphGPOConfig())
+    assert out.advantages.numel() == 0 and out.stats["num_steps"] == 0
+
+
+def test_node_ids_fold_group_exactly():
+    # The same extreme keys in two groups: four distinct nodes in (group, key) order.
+    rows = chain(0, 0, [INT64_MAX, INT64_MIN], False) + chain(1, 1, [INT64_MIN, INT64_MAX], False)
+    batch = to_batch(rows)
+    node_group, state_node, next_node = tg.node_ids(batch, torch.zeros(2, dtype=torch.bool))
+    assert node_group.tolist() == [0, 0, 1, 1]
+    assert state_node.tolist() == [1, 2] and next_node.tolist() == [0, 3]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("method", ["graphgpo", "gigpo", "grpo", "rloo"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_cuda_matches_cpu(method, weighted):
+    config = {"graphgpo": GraphGPOConfig, "gigpo": GiGPOConfig, "grpo": GRPOConfig, "rloo": RLOOConfig}[method]()
+    for seed in range(5):
+        batch = to_batch(random_rows(seed, 30, 8, 30, 12, weighted))
+        cpu = tb.compute(batch, method, config)
+        for limit in (0, 1 << 30):  # frontier and sweeps
+            tg_limit, tg.SWEEP_MAX_EDGES = tg.SWEEP_MAX_EDGES, limit
+            try:
+                gpu = tb.compute(batch.to("cuda"), method, config)
+            finally:
+                tg.SWEEP_MAX_EDGES = tg_limit
+            assert gpu.advantages.is_cuda
+            if method == "graphgpo":
+                assert torch.equal(gpu.d_state.cpu(), cpu.d_state)
+            torch.testing.assert_close(gpu.advantages.cpu(), cpu.advantages, rtol=1e-6, atol=1e-6)
+            assert gpu.stats == cpu.stats

@@ -1,0 +1,149 @@
+"""End-to-end trainer runs at tiny sizes on CPU (a few seconds each)."""
+
+import json
+import math
+import os
+import signal
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from graphgpo.cli import main
+from graphgpo.trainer.checkpoint import latest_checkpoint, list_checkpoints
+from graphgpo.trainer.config import TrainConfig, load_config
+from graphgpo.trainer.loop import Trainer, train
+from graphgpo.trainer.runlog import read_metrics
+from graphgpo.trainer.update import NonFiniteError
+
+TINY = [
+    "tasks_per_batch=2", "num_generations=4", "max_steps=4", "embedded_hidden_size=16", "embedded_num_heads=2",
+    "embedded_intermediate_size=32", "mini_batch_size=8", "micro_batch_size=4", "eval_tasks=6", "eval_every=2",
+    "save_every=1", "progress_bar=false", "env_kwargs.interior=[3,3]", "env_kwargs.reverse_moves=3",
+    "save_final_model=false",
+]
+TIME_KEYS = {"time_rollout", "time_advantage", "time_update", "time_eval", "time_iteration"}
+
+
+def tiny(tmp_path, name, *extra):
+    return load_config(None, [*TINY, f"output_dir={tmp_path / name}", *extra])
+
+
+def test_three_iterations_end_to_end(tmp_path):
+    run = tmp_path / "run"
+    code = main(["train", "--output-dir", str(run), *TINY, "num_iterations=3", "kl_coef=0.01", "entropy_coef=0.01"])
+    assert code == 0
+    rows = read_metrics(run)
+    assert [r["iteration"] for r in rows] == [1, 2, 3]
+    for row in rows:
+        assert 0.0 <= row["success_rate"] <= 1.0 and 0.0 <= row["valid_action_rate"] <= 1.0
+        assert row["num_steps"] >= 2 * 4  # every episode has at least one step
+        for key in ("loss", "pg_loss", "kl", "entropy", "grad_norm", *TIME_KEYS):
+            assert math.isfinite(row[key]), key
+        assert row["kl"] >= 0.0
+    assert "eval_success_rate" in rows[1] and "eval_success_rate" in rows[2] and "eval_success_rate" not in rows[0]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["iterations"] == 3
+    assert summary["eval_success_rate"] == rows[2]["eval_success_rate"]
+    assert 0.0 <= summary["random_policy_success_rate"] <= 1.0
+    saved = load_config(run / "config.yaml")
+    assert saved.kl_coef == 0.01 and saved.env_kwargs["interior"] == [3, 3]
+    assert [p.name for p in list_checkpoints(run)] == ["iter_000002", "iter_000003"]  # keep_checkpoints=2
+    assert (run / "learning_curve.png").stat().st_size > 0
+    assert any((run / "tensorboard").iterdir())
+    # eval and plot on the finished run
+    assert main(["eval", str(run), "--tasks", "4", "--output", str(tmp_path / "eval.json")]) == 0
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["iteration"] == 3 and result["eval_tasks"] == 4
+    assert main(["plot", str(run), str(run), "--output", str(tmp_path / "cmp.png")]) == 0
+    assert (tmp_path / "cmp.png").stat().st_size > 0
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    full = train(tiny(tmp_path, "full", "num_iterations=3"))
+    assert full["iterations"] == 3
+    part = train(tiny(tmp_path, "part", "num_iterations=2"))
+    assert part["iterations"] == 2
+    code = main(["train", "--resume", str(tmp_path / "part"), "num_iterations=3"])
+    assert code == 0
+    a, b = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "part")
+    assert [r["iteration"] for r in b] == [1, 2, 3]
+    for key in set(a[2]) - TIME_KEYS:
+        assert b[2][key] == pytest.approx(a[2][key], rel=1e-6, abs=1e-9), key
+    wa = torch.load(latest_checkpoint(tmp_path / "full") / "policy.pt")
+    wb = torch.load(latest_checkpoint(tmp_path / "part") / "policy.pt")
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-7) for k in wa)
+
+
+@pytest.mark.parametrize("override, field", [
+    ("learning_rate=-1", "learning_rate"),
+    ("advantage.method=ppo", "advantage.method"),
+    ("advantage.omega=1.5", "advantage.omega"),
+    ("num_generations=two", "num_generations"),
+    ("clip_ratio=0", "clip_ratio"),
+    ("lerning_rate=0.1", "lerning_rate"),
+    ("advantage.bogus=1", "advantage.bogus"),
+])
+def test_bad_config_values_name_the_field(override, field, tmp_path, capsys):
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+        load_config(None, [override])
+    assert main(["train", "--output-dir", str(tmp_path / "x"), override]) == 2
+    assert field in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_bad_yaml_file_names_file_and_field(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("max_steps: 0\n")
+    with pytest.raises(ValueError, match="max_steps"):
+        load_config(path)
+    with pytest.raises(ValueError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_non_finite_advantages_stop_and_keep_last_good_checkpoint(tmp_path, monkeypatch):
+    import graphgpo.api as api
+
+    real = api.compute_advantages
+    calls = {"n": 0}
+
+    def poisoned(batch, **kwargs):
+        out = real(batch, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            out.advantages[0] = float("nan")
+        return out
+
+    monkeypatch.setattr(api, "compute_advantages", poisoned)
+    cfg = tiny(tmp_path, "nan", "num_iterations=3")
+    with pytest.raises(NonFiniteError, match="NaN/inf.*iter_000001"):
+        train(cfg)
+    run = tmp_path / "nan"
+    assert [r["iteration"] for r in read_metrics(run)] == [1]
+    assert [p.name for p in list_checkpoints(run)] == ["iter_000001"]
+    assert json.loads((run / "summary.json").read_text())["status"].startswith("stopped")
+    monkeypatch.setattr(api, "compute_advantages", real)
+    assert train(load_config(run / "config.yaml", [f"output_dir={run}"]), resume=True)["iterations"] == 3
+
+
+def test_ctrl_c_finishes_iteration_and_leaves_a_checkpoint(tmp_path, monkeypatch):
+    cfg = tiny(tmp_path, "sigint", "num_iterations=5", "save_every=0")
+    real = Trainer.train_iteration
+
+    def interrupted(self, iteration):
+        if iteration == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # handled: the iteration still completes
+        return real(self, iteration)
+
+    monkeypatch.setattr(Trainer, "train_iteration", interrupted)
+    summary = train(cfg)
+    assert summary["status"] == "interrupted" and summary["iterations"] == 2
+    assert [p.name for p in list_checkpoints(tmp_path / "sigint")] == ["iter_000002"]
+
+
+def test_default_config_is_the_embedded_default():
+    cfg = TrainConfig().validate()
+    assert cfg.is_embedded and cfg.env == "sokoban" and cfg.advantage.method == "graphgpo"
+    assert cfg.resolved_omega == 0.8 and cfg.env_kwargs["render"] == "compact"
+    assert load_config("embedded-sokoban").to_dict() == cfg.to_dict()
