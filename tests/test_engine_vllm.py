@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import random
 
 import pytest
 import torch
@@ -123,25 +125,37 @@ def hf_greedy(model, prompt_ids, steps):
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup():
+    """One engine for the module, built the way the trainer builds it for the embedded model: the engine
+    saves the policy's weights and word-level tokenizer to a temporary directory and loads that."""
     pytest.importorskip("vllm")
     from graphgpo.trainer.config import TrainConfig
     from graphgpo.trainer.engine_vllm import VLLMEngine
 
     tokenizer = build_word_tokenizer(WORDS)
-    model = tiny_model(len(tokenizer), seed=0)
-    model_dir = tmp_path_factory.mktemp("tiny-qwen2")
-    model.save_pretrained(str(model_dir))
-    tokenizer.save_pretrained(str(model_dir))
-    policy = Policy(model=model, tokenizer=tokenizer, device=torch.device("cpu"), max_prompt_length=64)
-    cfg = TrainConfig(model_name_or_path=str(model_dir), max_prompt_length=64, max_completion_length=6, seed=0)
+    policy = Policy(model=tiny_model(len(tokenizer), seed=0), tokenizer=tokenizer, device=torch.device("cpu"),
+                    max_prompt_length=64)
+    cfg = TrainConfig(model_name_or_path="embedded", max_prompt_length=64, max_completion_length=6, seed=0)
+    torch.manual_seed(123)
+    random.seed(123)
+    expected_draws = (torch.rand(3), random.random())
+    torch.manual_seed(123)
+    random.seed(123)
     engine = VLLMEngine(policy, cfg)
-    yield engine, policy
+    draws_after_build = (torch.rand(3), random.random())
+    temp_dir = engine._temp_dir
+    yield engine, policy, expected_draws, draws_after_build
     engine.close()
+    assert not os.path.exists(temp_dir), "the engine's temporary model copy outlived close()"
+
+
+def test_building_the_engine_leaves_the_trainers_random_streams_alone(setup):
+    _, _, expected, got = setup
+    assert torch.equal(expected[0], got[0]) and expected[1] == got[1]
 
 
 def test_generation_shape_and_alignment(setup):
-    engine, policy = setup
+    engine, policy, *_ = setup
     gens = engine.generate(PROMPTS, SamplingParams(temperature=1.0, max_new_tokens=6, seed=1))
     assert len(gens) == len(PROMPTS)
     for prompt, gen in zip(PROMPTS, gens):
@@ -157,7 +171,7 @@ def test_generation_shape_and_alignment(setup):
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_logprobs_match_the_hf_model(setup, temperature):
-    engine, policy = setup
+    engine, policy, *_ = setup
     gens = engine.generate(PROMPTS, SamplingParams(temperature=temperature, max_new_tokens=6, seed=2))
     for gen in gens:
         _, expected = hf_token_logprobs(policy.model, gen.prompt_ids, gen.response_ids, temperature)
@@ -166,7 +180,7 @@ def test_logprobs_match_the_hf_model(setup, temperature):
 
 
 def test_greedy_follows_the_hf_argmax(setup):
-    engine, policy = setup
+    engine, policy, *_ = setup
     gens = engine.generate(PROMPTS, SamplingParams(temperature=0.0, max_new_tokens=6))
     for gen in gens:
         assert gen.response_ids == hf_greedy(policy.model, gen.prompt_ids, 6)
@@ -175,7 +189,7 @@ def test_greedy_follows_the_hf_argmax(setup):
 
 
 def test_seeds_reproduce_and_identical_prompts_differ(setup):
-    engine, _ = setup
+    engine, *_ = setup
     group = [PROMPTS[0]] * 8  # G rollouts of one task share their first prompt
     first = [g.response_ids for g in engine.generate(group, SamplingParams(temperature=1.0, max_new_tokens=6, seed=11))]
     again = [g.response_ids for g in engine.generate(group, SamplingParams(temperature=1.0, max_new_tokens=6, seed=11))]
@@ -187,7 +201,7 @@ def test_seeds_reproduce_and_identical_prompts_differ(setup):
 
 def test_allowed_action_tokens_and_their_logprobs(setup):
     """The embedded model's one-action-token steps: sampling and log-probs restricted to the action words."""
-    engine, policy = setup
+    engine, policy, *_ = setup
     actions = policy.tokenizer.convert_tokens_to_ids(["north", "south", "east", "west"])
     policy.action_token_ids = actions
     try:
@@ -201,7 +215,7 @@ def test_allowed_action_tokens_and_their_logprobs(setup):
 
 
 def test_top_p_samples_the_nucleus_and_reports_unrenormalised_logprobs(setup):
-    engine, policy = setup
+    engine, policy, *_ = setup
     top_p = 0.3
     gens = engine.generate(PROMPTS * 3, SamplingParams(temperature=1.0, top_p=top_p, max_new_tokens=4, seed=9))
     for gen in gens:
@@ -214,7 +228,7 @@ def test_top_p_samples_the_nucleus_and_reports_unrenormalised_logprobs(setup):
 
 
 def test_stop_string_ends_the_response_and_keeps_its_tokens(setup):
-    engine, policy = setup
+    engine, policy, *_ = setup
     params = SamplingParams(temperature=1.0, max_new_tokens=6, seed=3)  # seeded: the same draws again
     free = engine.generate(PROMPTS, params)
     choice = None
@@ -240,26 +254,50 @@ def test_stop_string_ends_the_response_and_keeps_its_tokens(setup):
 
 
 def test_load_weights_changes_outputs_to_the_new_model(setup):
-    engine, policy = setup
-    params = SamplingParams(temperature=0.0, max_new_tokens=6)
-    before = engine.generate(PROMPTS, params)
+    engine, policy, *_ = setup
+    # Sampled, not greedy: a random tiny model with tied embeddings greedily repeats its last input token
+    # whatever its weights, so greedy outputs alone could not tell two models apart.
+    params = SamplingParams(temperature=1.0, max_new_tokens=6, seed=4)
+    before = engine.generate(PROMPTS * 2, params)
     other = tiny_model(len(policy.tokenizer), seed=1)
     engine.sleep()  # the trainer's order: sleep -> update -> wake_up -> load_weights
     engine.wake_up()
     engine.load_weights(other)
-    after = engine.generate(PROMPTS, params)
+    after = engine.generate(PROMPTS * 2, params)
     assert [g.response_ids for g in after] != [g.response_ids for g in before]
     for gen in after:
-        assert gen.response_ids == hf_greedy(other, gen.prompt_ids, 6)
-        _, expected = hf_token_logprobs(other, gen.prompt_ids, gen.response_ids, 0.0)
+        _, expected = hf_token_logprobs(other, gen.prompt_ids, gen.response_ids, 1.0)
         torch.testing.assert_close(torch.tensor(gen.logprobs, dtype=torch.float64), expected, rtol=0, atol=2e-4)
+        _, old = hf_token_logprobs(policy.model, gen.prompt_ids, gen.response_ids, 1.0)
+        assert (expected - old).abs().max() > 1e-2  # the check above could not pass with the old weights
+    greedy = engine.generate(PROMPTS, SamplingParams(temperature=0.0, max_new_tokens=6))
+    for gen in greedy:
+        assert gen.response_ids == hf_greedy(other, gen.prompt_ids, 6)
     engine.load_weights(dict(policy.model.state_dict()))  # a state dict works too; back to the policy
-    restored = engine.generate(PROMPTS, params)
+    restored = engine.generate(PROMPTS * 2, params)
     assert [g.response_ids for g in restored] == [g.response_ids for g in before]
+    for new, old in zip(restored, before):
+        assert new.logprobs == pytest.approx(old.logprobs, abs=1e-5)
 
 
 def test_load_weights_refuses_a_partial_state(setup):
-    engine, policy = setup
+    engine, policy, *_ = setup
     partial = {"model.embed_tokens.weight": policy.model.state_dict()["model.embed_tokens.weight"]}
     with pytest.raises(ValueError, match="missing"):
         engine.load_weights(partial)
+
+
+def test_cpu_engine_rejects_head_sizes_without_a_cpu_kernel():
+    pytest.importorskip("vllm")
+    from vllm.platforms import current_platform
+
+    from graphgpo.trainer.config import TrainConfig
+    from graphgpo.trainer.engine_vllm import VLLMEngine
+
+    if not current_platform.is_cpu():
+        pytest.skip("vLLM's CPU attention only")
+    tokenizer = build_word_tokenizer(WORDS)
+    model = build_embedded_model(len(tokenizer), hidden_size=64, num_layers=1, num_heads=4, seed=0)  # head_dim 16
+    policy = Policy(model=model, tokenizer=tokenizer, device=torch.device("cpu"))
+    with pytest.raises(ValueError, match="head_dim=16"):
+        VLLMEngine(policy, TrainConfig(model_name_or_path="embedded"))

@@ -44,9 +44,23 @@ def test_spec_example_nodes_edges_and_distances():
 
 def test_layout_puts_nodes_at_their_distance_without_overlaps():
     graph = graph_of(spec_example())
-    assert all(n.x == n.distance for n in graph.nodes)
+    assert all(n.x == n.distance for n in graph.nodes)  # small columns are not folded
     positions = [(n.x, n.y) for n in graph.nodes]
     assert len(set(positions)) == len(positions)
+
+
+def test_crowded_column_is_folded_near_its_distance():
+    # 20 failed walks A -> Xk from one start: 20 unreachable nodes in one column, plus a success A -> B -> G.
+    records = traj_rows(0, 0, ["A", "B", "G"], True)
+    for k in range(1, 21):
+        records += traj_rows(0, k, ["A", f"X{k}"], False)
+    graph = graph_of(records, omega=0.5)
+    far = [n for n in graph.nodes if n.label.startswith("X")]
+    assert {n.distance for n in far} == {3.0} and graph.unreachable_distance == 3.0
+    assert all(abs(n.x - 3.0) <= 0.3 + 1e-9 for n in far)
+    assert len({n.x for n in far}) == 3  # ceil(20 / 9) sub-columns
+    assert max(n.y for n in far) - min(n.y for n in far) < 9
+    assert len({(n.x, n.y) for n in graph.nodes}) == len(graph.nodes)
 
 
 def test_graph_does_not_depend_on_row_order():

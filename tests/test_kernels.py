@@ -230,6 +230,13 @@ def test_reverse_distances_small_blocks_and_no_sinks():
     dist = reverse_distances(rowptr, es, torch.tensor([0], device=DEVICE), block=4, num_programs=2,
                              check_every=3)
     assert dist.tolist() == [float(i) for i in range(40)]
+    # the same path with costs 0.5 plus a costly shortcut 39 -> 0 (cost 30): node 39 keeps 19.5
+    src_w, dst_w = torch.cat([src, torch.tensor([39])]), torch.cat([dst, torch.tensor([0])])
+    cost = torch.cat([torch.full((39,), 0.5, dtype=torch.float64), torch.tensor([30.0], dtype=torch.float64)])
+    es_w, _, rowptr_w, _, ecost = unique_edges(src_w.to(DEVICE), dst_w.to(DEVICE), 40, cost.to(DEVICE))
+    dist_w = reverse_distances(rowptr_w, es_w, torch.tensor([0], device=DEVICE), ecost, block=4,
+                               num_programs=2, check_every=3)
+    assert dist_w.tolist() == [0.5 * i for i in range(40)]
     none = reverse_distances(rowptr, es, torch.zeros(0, dtype=torch.int64, device=DEVICE))
     assert torch.isinf(none).all()
 
@@ -264,14 +271,37 @@ def test_worked_example_by_hand():
     # step group of A: T1's 1 against T2's and T3's 0.1 -> T1 positive, the others negative
     a_rows = out.step_advantages[[0, 2, 4]].tolist()
     assert a_rows[0] > 0 > a_rows[1] and a_rows[1] == a_rows[2]
+    # by hand: values 1, 0.1, 0.1 -> mean 0.4, unbiased std sqrt((0.36 + 0.09 + 0.09) / 2)
+    assert a_rows[0] == pytest.approx(0.6 / (math.sqrt(0.27) + 1e-6), rel=1e-9)
     assert out.stats["num_nodes"] == 5 and out.stats["unreachable_state_share"] == pytest.approx(0.25)
 
 
-def _assert_same(got, want, exact_distances=True):
+def test_all_equal_step_group_is_exactly_zero():
+    # T0: X->Y->Z->SUCCESS; T1..T6: X->Y and fail. X's step group holds seven equal returns 10 * 0.1**2, whose
+    # float64 mean is not exactly the value (7 additions round), so only an explicit rule gives exactly 0.
+    X, Y, Z, W = 1, 2, 3, 4
+    traj = torch.tensor([0, 0, 0, 1, 2, 3, 4, 5, 6])
+    step = torch.tensor([0, 1, 2, 0, 0, 0, 0, 0, 0])
+    success = traj == 0
+    n = traj.numel()
+    batch = StepBatch.from_tensors(
+        group=torch.zeros(n, dtype=torch.int64), traj=traj, step=step,
+        state=torch.tensor([X, Y, Z] + [X] * 6), next_state=torch.tensor([Y, Z, W] + [Y] * 6), success=success,
+        valid=torch.ones(n, dtype=torch.bool), episode_reward=success.double() * 10,
+        reward=torch.zeros(n, dtype=torch.float64))
+    out = triton_backend.compute(batch.to(DEVICE), "graphgpo", make_config("graphgpo"))
+    assert out.d_next.tolist() == [2.0, 1.0, 0.0] + [2.0] * 6
+    assert out.step_advantages.tolist() == [0.0] * n  # X: seven equal returns; Y, Z: one row each
+    assert out.episode_advantages[0].item() > 0 > out.episode_advantages[3].item()
+
+
+def _assert_same(got, want):
     for name in ("advantages", "step_advantages", "episode_advantages", "returns"):
         a, b = getattr(got, name).cpu().double(), getattr(want, name).cpu().double()
         assert a.shape == b.shape, name
         assert torch.allclose(a, b, rtol=0, atol=1e-6), (name, (a - b).abs().max().item())
+        if name != "returns":  # one-row / all-equal segments are exactly 0, not a 1e-11 rounding residue
+            assert torch.equal(a == 0, b == 0), name
     for name in ("d_state", "d_next", "step_group"):
         a, b = getattr(got, name), getattr(want, name)
         assert (a is None) == (b is None), name
@@ -352,6 +382,68 @@ def test_cugraph_backend_fails_clearly_without_gpu():
     except Exception:
         with pytest.raises(ImportError, match="pylibcugraph"):
             cugraph_backend._load()
+
+
+class _FakePylibcugraph:
+    """Stands in for pylibcugraph on the CPU with the documented call signatures and return conventions
+    (bfs -> (distances, predecessors, vertices), int max = unreachable; sssp -> (vertices, distances,
+    predecessors), float max = unreachable), answering with scipy and returning vertices in a shuffled order,
+    so the adapter's plumbing (reversal, super-source, vertex mapping, sentinels) is tested without a GPU."""
+
+    class ResourceHandle:
+        pass
+
+    class GraphProperties:
+        def __init__(self, is_symmetric, is_multigraph):
+            assert not is_symmetric and not is_multigraph
+
+    class SGGraph:
+        def __init__(self, resource_handle, graph_properties, src_or_offset_array, dst_or_index_array,
+                     vertices_array, weight_array, store_transposed, renumber, do_expensive_check,
+                     input_array_format):
+            assert input_array_format == "COO" and not renumber
+            self.src, self.dst, self.weight = src_or_offset_array, dst_or_index_array, weight_array
+            self.num_vertices = vertices_array.numel()
+
+    @staticmethod
+    def _solve(graph, sources, unweighted):
+        import scipy.sparse as sp
+        from scipy.sparse.csgraph import dijkstra
+
+        n = graph.num_vertices
+        matrix = sp.csr_matrix((graph.weight.double().numpy(), (graph.src.numpy(), graph.dst.numpy())), shape=(n, n))
+        dist = dijkstra(matrix, indices=np.asarray(sources), min_only=True, unweighted=unweighted)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+        return order, torch.from_numpy(dist)[order]
+
+    @classmethod
+    def bfs(cls, handle, graph, sources, direction_optimizing, depth_limit, compute_predecessors, check):
+        order, dist = cls._solve(graph, sources.long(), True)
+        big = torch.iinfo(torch.int32).max
+        dist = torch.where(torch.isinf(dist), big, dist).to(torch.int32)
+        return dist, torch.full_like(dist, -1), order.to(torch.int32)
+
+    @classmethod
+    def sssp(cls, handle, graph, source, cutoff, compute_predecessors, check):
+        order, dist = cls._solve(graph, [source], False)
+        dist = torch.where(torch.isinf(dist), torch.finfo(torch.float64).max, dist)
+        return order.to(torch.int32), dist, torch.full_like(order, -1)
+
+
+@pytest.mark.parametrize("with_cost", [False, True])
+def test_cugraph_adapter_plumbing_with_a_fake_pylibcugraph(monkeypatch, with_cost):
+    from types import SimpleNamespace
+
+    from graphgpo.backends import cugraph_backend, torch_graph
+
+    fake_cupy = SimpleNamespace(from_dlpack=lambda t: t)
+    monkeypatch.setattr(cugraph_backend, "_load", lambda: (_FakePylibcugraph, fake_cupy))
+    batch = make_synthetic_batch(5, 6, 10, 9, seed=13, with_cost=with_cost, success_rate=0.4)
+    graph = torch_graph.success_edges(batch)
+    csr = torch_graph.reverse_csr(graph)
+    expected = torch_graph.shortest_distances(graph, csr)
+    assert torch.isinf(expected).any() and (expected > 0).any()
+    assert torch.equal(cugraph_backend.cugraph_distances(graph, csr), expected)
 
 
 # ---------------------------------------------------------------------------------------------- GPU only

@@ -146,4 +146,29 @@ def test_default_config_is_the_embedded_default():
     cfg = TrainConfig().validate()
     assert cfg.is_embedded and cfg.env == "sokoban" and cfg.advantage.method == "graphgpo"
     assert cfg.resolved_omega == 0.8 and cfg.env_kwargs["render"] == "compact"
+    cfg.advantage.omega = cfg.resolved_omega  # the preset spells out the recipe's 0.8
     assert load_config("embedded-sokoban").to_dict() == cfg.to_dict()
+
+
+def test_hugging_face_model_path_with_generate_lora_and_kl(tmp_path):
+    """A local Hugging Face model directory goes through transformers generate (several tokens per
+    step, left padding), LoRA adapters and the KL to the adapter-free reference."""
+    pytest.importorskip("peft")
+    from graphgpo.trainer.policy import build_embedded_model, build_word_tokenizer
+
+    tok = build_word_tokenizer("# _ O X √ P S ; up down left right".split())
+    model = build_embedded_model(len(tok), hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
+    model.save_pretrained(tmp_path / "hf")
+    tok.save_pretrained(tmp_path / "hf")
+    cfg = tiny(tmp_path, "hfrun", f"model_name_or_path={tmp_path / 'hf'}", "max_completion_length=2",
+               "num_iterations=2", "use_peft=true", "lora_r=4", "lora_target_modules=[q_proj,v_proj]",
+               "kl_coef=0.01", "save_final_model=true")
+    summary = train(cfg)
+    assert summary["iterations"] == 2 and summary["random_policy_success_rate"] is None
+    rows = read_metrics(tmp_path / "hfrun")
+    assert all(math.isfinite(r["kl"]) and r["kl"] >= 0 for r in rows)
+    assert "entropy" not in rows[0]  # not computed without an entropy bonus
+    assert (tmp_path / "hfrun" / "final_model" / "adapter_config.json").is_file()
+    # only the adapters are checkpointed
+    state = torch.load(latest_checkpoint(tmp_path / "hfrun") / "policy.pt")
+    assert state and all("lora" in k for k in state)

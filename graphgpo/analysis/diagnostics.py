@@ -36,7 +36,7 @@ from graphgpo.output import AdvantageOutput
 METHODS = ("graphgpo", "gigpo", "grpo", "rloo")
 
 __all__ = ["METHODS", "StepCategories", "CreditDiagnostics", "step_categories", "compute_method_outputs",
-           "credit_diagnostics"]
+           "credit_diagnostics", "diagnose_main"]
 
 
 @dataclass
@@ -265,3 +265,40 @@ def credit_diagnostics(batch: StepBatch, outputs: Mapping[str, AdvantageOutput])
         progress_advantage_sum={m: float(a[success_p].sum()) for m, a in adv.items()},
         failed_progress_advantage_sum={m: float(a[mixed_failed_progress].sum()) for m, a in adv.items()},
     )
+
+
+def diagnose_main(argv: Sequence[str] | None = None) -> int:
+    """``graphgpo diagnose RUN_DIR [RUN_DIR ...]``: credit diagnostics of fresh rollouts of each run's agent
+    (latest checkpoint, or a random policy) on its held-out rooms, summed over the runs."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    from graphgpo.analysis.run_rollouts import collect_run_rollouts
+
+    p = argparse.ArgumentParser(prog="graphgpo diagnose", description=diagnose_main.__doc__)
+    p.add_argument("run_dirs", nargs="+")
+    p.add_argument("--tasks", type=int, default=32, help="held-out rooms 0..N-1, G rollouts each (default 32)")
+    p.add_argument("--policy", default="auto", choices=["auto", "checkpoint", "random"])
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the run's)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--json", default=None, help="also write the summed diagnostics and per-run ones here")
+    a = p.parse_args(argv)
+    if a.tasks < 1:
+        raise ValueError(f"--tasks: must be >= 1, got {a.tasks}")
+    total, per_run = None, {}
+    for run_dir in a.run_dirs:
+        runs = collect_run_rollouts(run_dir, range(a.tasks), policy=a.policy, temperature=a.temperature, seed=a.seed)
+        batch = runs.result.batch
+        diag = credit_diagnostics(batch, compute_method_outputs(batch, omega=runs.omega))
+        per_run[str(run_dir)] = {"policy": runs.policy_source, "success_rate": runs.result.stats["success_rate"],
+                                 **diag.as_dict()}
+        print(f"{run_dir}: {runs.policy_source}, success {runs.result.stats['success_rate']:.3f} "
+              f"over {len(runs.result.success)} episodes", flush=True)
+        total = diag if total is None else total + diag
+    print(total.table())
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps({"total": total.as_dict(), "runs": per_run, "tasks": a.tasks,
+                                            "policy": a.policy}, indent=1))
+    return 0

@@ -36,6 +36,8 @@ __all__ = ["GraphNode", "GraphEdge", "GroupGraph", "state_labels", "build_group_
            "graph_html", "write_html", "viz_main"]
 
 SINK = "SUCCESS"
+MAX_COLUMN_HEIGHT = 9
+"""Nodes stacked in one column before it is folded into sub-columns."""
 
 
 @dataclass
@@ -183,7 +185,8 @@ def _is_unreachable(n: GraphNode, nodes: list[GraphNode], edges: list[GraphEdge]
 
 
 def _layout(graph: GroupGraph) -> None:
-    """x = distance (drawn with the goal on the right); y = rank within the column, ordered by the mean y of
+    """x = distance (drawn with the goal on the right; crowded columns fold into sub-columns within ±0.3);
+    y = rank within the column, ordered by the mean y of
     already placed neighbours (one sweep from the farthest column to the goal) to limit crossings."""
     columns: dict[float, list[int]] = {}
     for i, n in enumerate(graph.nodes):
@@ -202,9 +205,16 @@ def _layout(graph: GroupGraph) -> None:
             return sum(ys) / len(ys) if ys else 0.0
 
         members.sort(key=lambda i: (barycenter(i), i))
+        # A crowded column (typically the unreachable one) is folded into side-by-side sub-columns within
+        # ±0.3 of its distance, so the picture stays wide rather than tall.
+        folds = math.ceil(len(members) / MAX_COLUMN_HEIGHT)
+        per_fold = math.ceil(len(members) / folds)
         for rank, i in enumerate(members):
-            y = rank - (len(members) - 1) / 2
-            graph.nodes[i].x, graph.nodes[i].y = float(distance), float(y)
+            fold, row = divmod(rank, per_fold)
+            in_fold = min(per_fold, len(members) - fold * per_fold)
+            x = distance + (0.6 * (fold / (folds - 1) - 0.5) if folds > 1 else 0.0)
+            y = row - (in_fold - 1) / 2 + (0.5 * (fold % 2) if folds > 1 else 0.0)
+            graph.nodes[i].x, graph.nodes[i].y = float(x), float(y)
             placed[i] = y
 
 
@@ -242,7 +252,7 @@ def plot_group_graph(graph: GroupGraph, path_stem: str | Path, *, methods: Seque
     width = max(xs) - min(xs) if xs else 1
     cols = 2 if len(methods) > 2 else len(methods)
     rows = math.ceil(len(methods) / cols)
-    panel_w = min(max(4.0, 1.1 * width + 2), 9.0)
+    panel_w = min(max(5.0, 1.1 * width + 2), 9.0)
     panel_h = min(max(3.0, 0.45 * height + 2), 8.0)
     fig, axes = plt.subplots(rows, cols, figsize=(panel_w * cols, panel_h * rows + 0.9), squeeze=False,
                              layout="constrained")
@@ -270,7 +280,7 @@ def plot_group_graph(graph: GroupGraph, path_stem: str | Path, *, methods: Seque
                     ax.annotate("start", (n.x, n.y), xytext=(0, -15), textcoords="offset points", ha="center",
                                 fontsize=8)
         ax.set_title(f"{method}  (colour scale ±{limit:.3g})", fontsize=11)
-        ticks = sorted({n.x for n in graph.nodes})
+        ticks = sorted({n.distance for n in graph.nodes})
         ax.set_xticks(ticks)
         ax.set_xticklabels(["unreach." if graph.unreachable_distance is not None and t == graph.unreachable_distance
                             else f"{t:g}" for t in ticks], fontsize=8)
@@ -287,7 +297,7 @@ def plot_group_graph(graph: GroupGraph, path_stem: str | Path, *, methods: Seque
     cbar.set_label("mean advantage along the edge / panel's largest |advantage|\n(red blamed, blue credited)",
                    fontsize=8)
     title = graph.title or f"group {graph.group}"
-    fig.suptitle(f"{title}: {graph.num_trajectories} rollouts, {graph.num_successes} successful, "
+    fig.suptitle(f"{title}\n{graph.num_trajectories} rollouts, {graph.num_successes} successful, "
                  f"{len(graph.nodes)} nodes, {len(graph.edges)} distinct transitions (width ~ log count)",
                  fontsize=10)
     stem = Path(path_stem)
@@ -359,7 +369,7 @@ def graph_html(graph: GroupGraph) -> str:
             parts.append(f'<g class="node" data-info=\'{info}\'><circle cx="{x:.1f}" cy="{y:.1f}" r="6" fill="{fill}" '
                          f'stroke="black" stroke-width="{stroke}"/>{label}</g>')
     axis = []
-    for t in sorted({n.x for n in graph.nodes}):
+    for t in sorted({n.distance for n in graph.nodes}):
         x = (max(xs) - t) * scale_x + pad
         name = "unreachable" if graph.unreachable_distance is not None and t == graph.unreachable_distance else f"d = {t:g}"
         axis.append(f'<text x="{x:.1f}" y="{height - 12:.1f}" text-anchor="middle" class="axis">{name}</text>')

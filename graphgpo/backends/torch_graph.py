@@ -184,7 +184,7 @@ def frontier_distances(graph: StepGraph, csr: ReverseCSR) -> torch.Tensor:
         else:
             before = dist[tails]
             dist.scatter_reduce_(0, tails, dist[csr.dst[edges]] + csr.cost[edges], "amin")
-            tails = tails[dist[tails] <= before]
+            tails = tails[dist[tails] < before]
         frontier = _dedupe(tails, owner)
     return dist
 

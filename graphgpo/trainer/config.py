@@ -106,8 +106,8 @@ class TrainConfig:
     """LoRA rank."""
     lora_alpha: int = 32
     """LoRA scaling numerator."""
-    lora_dropout: float = 0.05
-    """LoRA dropout."""
+    lora_dropout: float = 0.0
+    """LoRA dropout (0 keeps the PPO ratio exactly 1 before the first step: rollouts run without dropout)."""
     lora_target_modules: list[str] | str = "all-linear"
     """Modules that get adapters ("all-linear" or a list of names)."""
     bf16: bool | None = None

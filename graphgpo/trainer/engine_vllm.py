@@ -28,6 +28,7 @@ vllm is an optional extra: this module imports it only when an engine is built.
 
 from __future__ import annotations
 
+import inspect
 import os
 import random
 import shutil
@@ -154,10 +155,14 @@ def _peft_merged_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Te
 def _load_into_worker(worker: Any, weights: list[tuple[str, torch.Tensor]]) -> None:
     """Runs inside vLLM's worker (via collective_rpc, in-process: the tensors are the trainer's own).
 
-    ``reload_weights`` (vLLM >= 0.1x) restores the checkpoint layout, loads, then re-applies the kernel
-    post-processing that the first load did (CPU GEMM repacking, quantisation), which a bare
-    ``model.load_weights`` would collide with. Older vLLM has only the bare call, which was enough there."""
-    if hasattr(worker, "reload_weights"):
+    ``reload_weights(weights_iterator=...)`` (recent vLLM) restores the checkpoint layout, loads, then
+    re-applies the kernel post-processing of the first load (CPU GEMM repacking, quantisation), which a
+    bare ``model.load_weights`` collides with there. Versions without it take the bare call, which was
+    how in-place weight updates worked before."""
+    # The worker's method forwards *args/**kwargs to the model runner's, whose signature tells the version.
+    runner_reload = getattr(worker.model_runner, "reload_weights", None)
+    if (hasattr(worker, "reload_weights") and runner_reload is not None
+            and "weights_iterator" in inspect.signature(runner_reload).parameters):
         worker.reload_weights(weights_iterator=iter(weights), is_checkpoint_format=True)
     else:
         worker.model_runner.model.load_weights(weights)
@@ -195,7 +200,7 @@ class VLLMEngine(GenerationEngine):
         kwargs: dict[str, Any] = dict(
             model=model_dir, tokenizer=model_dir, dtype=_dtype_name(dtype), seed=s.seed,
             gpu_memory_utilization=s.gpu_memory_utilization, enforce_eager=enforce_eager,
-            max_model_len=self._max_model_len(config, policy), logprobs_mode="processed_logprobs",
+            max_model_len=self._max_model_len(config), logprobs_mode="processed_logprobs",
             enable_sleep_mode=self._sleep_capable,
             trust_remote_code=bool(getattr(config, "trust_remote_code", False)))
         if kv_bytes is not None:
@@ -229,14 +234,11 @@ class VLLMEngine(GenerationEngine):
         self.policy.tokenizer.save_pretrained(self._temp_dir)
         return self._temp_dir
 
-    @staticmethod
-    def _max_model_len(config: Any, policy: Policy) -> int | None:
-        explicit = getattr(config, "vllm_max_model_len", None)
-        if explicit:
-            return int(explicit)
+    def _max_model_len(self, config: Any) -> int:
+        if self.settings.max_model_len:
+            return int(self.settings.max_model_len)
         wanted = int(getattr(config, "max_prompt_length", 4096)) + int(getattr(config, "max_completion_length", 1))
-        model_config = getattr(policy.model, "config", None)
-        limit = getattr(model_config, "max_position_embeddings", None)
+        limit = getattr(getattr(self.policy.model, "config", None), "max_position_embeddings", None)
         return min(wanted, int(limit)) if limit else wanted
 
     # ------------------------------------------------------------------ the engine contract
@@ -307,7 +309,7 @@ class VLLMEngine(GenerationEngine):
         allowed = self.policy.action_token_ids
         return self._vllm.SamplingParams(
             n=1, temperature=0.0 if greedy else float(params.temperature),
-            top_p=1.0 if greedy else float(params.top_p), top_k=0, max_tokens=int(params.max_new_tokens),
+            top_p=1.0 if greedy else float(params.top_p), max_tokens=int(params.max_new_tokens),
             seed=seed, logprobs=0, stop=stop or None, include_stop_str_in_output=True,
             detokenize=bool(stop), skip_special_tokens=True,
             allowed_token_ids=list(allowed) if allowed is not None else None)

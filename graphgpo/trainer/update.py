@@ -117,6 +117,8 @@ def ppo_update(policy, optimizer: torch.optim.Optimizer, samples: StepSamples, c
                 totals[key] = totals.get(key, 0.0) + value
             steps += 1
     optimizer.zero_grad(set_to_none=True)
+    if not with_entropy:
+        totals.pop("entropy", None)  # not computed: do not log a misleading 0
     result = {k: v / max(steps, 1) for k, v in totals.items()}
     result["optimizer_steps"] = steps
     return result
