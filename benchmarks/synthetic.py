@@ -2,7 +2,7 @@
 
 Each group's G rollouts start in the same state and take steps of -1, 0 (a self-loop), +1 or +2 around a
 ring of ``num_states`` states, so trajectories revisit states, share states with their siblings and close
-cycles, like agents re-entering rooms. Lengths are uniform in 1..horizon; a trajectory succeeds with
+cycles, like agents re-entering rooms. Lengths are uniform in min_length..horizon; a trajectory succeeds with
 probability ``success_rate`` (episode reward 10, per-step reward 10 on its last step); a step is invalid
 with probability ``invalid_rate``.
 """
@@ -21,11 +21,13 @@ _MOVES = (-1, 0, 1, 1, 2)
 
 def synthetic_columns(num_groups: int, group_size: int, horizon: int, num_states: int, seed: int = 0,
                       device="cpu", *, success_rate: float = 0.5, invalid_rate: float = 0.1,
-                      with_cost: bool = False) -> dict[str, torch.Tensor]:
+                      with_cost: bool = False, min_length: int = 1) -> dict[str, torch.Tensor]:
     """Columns of a synthetic batch (row order: trajectory by trajectory, steps in order)."""
+    if not 1 <= min_length <= horizon:
+        raise ValueError(f"min_length must be in 1..horizon ({horizon}), got {min_length}")
     gen = torch.Generator().manual_seed(seed)
     num_trajs = num_groups * group_size
-    lengths = torch.randint(1, horizon + 1, (num_trajs,), generator=gen)
+    lengths = torch.randint(min_length, horizon + 1, (num_trajs,), generator=gen)
     moves = torch.tensor(_MOVES)[torch.randint(len(_MOVES), (num_trajs, horizon), generator=gen)]
     start = torch.randint(num_states, (num_groups,), generator=gen).repeat_interleave(group_size)
     # position[:, t] is the state before step t; column horizon is the state after the last possible step
@@ -52,26 +54,27 @@ def synthetic_columns(num_groups: int, group_size: int, horizon: int, num_states
 
 def make_synthetic_batch(num_groups: int, group_size: int, horizon: int, num_states: int, seed: int = 0,
                          device="cpu", *, success_rate: float = 0.5, invalid_rate: float = 0.1,
-                         with_cost: bool = False, validate: bool = True) -> StepBatch:
+                         with_cost: bool = False, min_length: int = 1, validate: bool = True) -> StepBatch:
     """A synthetic ``StepBatch`` built on ``device`` with ``StepBatch.from_tensors`` (no Python objects).
 
-    About ``num_groups * group_size * (horizon + 1) / 2`` rows.
+    About ``num_groups * group_size * (horizon + min_length) / 2`` rows.
     """
     columns = synthetic_columns(num_groups, group_size, horizon, num_states, seed, device,
-                                success_rate=success_rate, invalid_rate=invalid_rate, with_cost=with_cost)
+                                success_rate=success_rate, invalid_rate=invalid_rate, with_cost=with_cost,
+                                min_length=min_length)
     return StepBatch.from_tensors(**columns, validate=validate)
 
 
-def groups_for_steps(num_steps: int, group_size: int = 8, horizon: int = 50) -> int:
+def groups_for_steps(num_steps: int, group_size: int = 8, horizon: int = 50, min_length: int = 1) -> int:
     """Number of groups that gives about ``num_steps`` rows with ``make_synthetic_batch``."""
-    return max(1, round(num_steps / (group_size * (horizon + 1) / 2)))
+    return max(1, round(num_steps / (group_size * (horizon + min_length) / 2)))
 
 
 def make_synthetic_records(num_groups: int = 16, group_size: int = 8, horizon: int = 50, num_states: int = 40,
-                           seed: int = 0) -> list[dict]:
+                           seed: int = 0, *, min_length: int = 1) -> list[dict]:
     """Records (dicts) like an environment loop produces: string observations of ~200 characters,
     string group ids (task ids) and trajectory ids."""
-    cols = synthetic_columns(num_groups, group_size, horizon, num_states, seed)
+    cols = synthetic_columns(num_groups, group_size, horizon, num_states, seed, min_length=min_length)
     # Text observations: one per ring position, long enough to make hashing realistic.
     texts = [f"-= Room {k} =- You are in room {k}. You see a cabinet {k % 7}, a countertop {k % 5}, "
              f"a drawer {k % 3} and a fridge. On the countertop {k % 5} you see a mug {k % 4}. "

