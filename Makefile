@@ -25,3 +25,12 @@ gpu-check:
 
 clean:
 	rm -rf build *.egg-info .pytest_cache .benchmarks runs
+
+# verl and vLLM pin packages that clash with the main environment: their tests run in venvs of their own
+# (built once by the scripts, reused after).
+.PHONY: test-integrations
+test-integrations: install
+	[ -x .venv-verl/bin/python ] || VERL_ENV_SYSTEM_SITE=1 bash scripts/verl_test_env.sh
+	.venv-verl/bin/python -m pytest -q -p no:cacheprovider tests/test_verl_integration.py
+	[ -x .venv-vllm/bin/python ] || bash scripts/vllm_cpu_env.sh
+	PYTHONPATH=$(CURDIR) .venv-vllm/bin/python -m pytest -q -p no:cacheprovider tests/test_engine_vllm.py

@@ -291,7 +291,8 @@ def markdown_table(summary: dict[str, Any]) -> str:
                      f"{summary['half_best_threshold']:.3f}, half the gain = {summary['half_gain_threshold']:.3f}.")
         lines.append("")
     lines.append("| method | seeds | final held-out success (greedy) | final train success (last 10) | AUC (train) "
-                 "| iters to 50% of best | iters to half the gain | Δ final vs GRPO (paired) | Δ AUC vs GRPO (paired) |")
+                 "| iters to 50% of best | iters to half the gain | Δ final vs GRPO (paired) "
+                 "| Δ AUC vs GRPO (paired) |")
     lines.append("|---|---|---|---|---|---|---|---|---|")
     for method, m in summary["methods"].items():
         lines.append(

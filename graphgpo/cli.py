@@ -53,8 +53,9 @@ def _train(args) -> int:
 
     overrides = list(args.overrides)
     if args.resume:
-        if args.config:
-            raise ValueError("--resume uses the run's saved config; pass changes as field=value overrides")
+        if args.config or args.output_dir:
+            raise ValueError("--resume continues RUN_DIR with its saved config: no --config/--output-dir; "
+                             "pass changes as field=value overrides (e.g. num_iterations=500)")
         cfg = load_run_config(args.resume, overrides)
         summary = train(cfg, resume=True)
     else:

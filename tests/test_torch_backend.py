@@ -36,7 +36,8 @@ def random_rows(seed: int, num_groups: int, max_group_size: int, max_horizon: in
 
     Each group draws its mode: mixed success, all success (sometimes identical rollouts) or all fail.
     Walks stay put (self-loop), step back (cycle) or jump to a random state of a small pool shared by all
-    groups (so equal keys occur in different groups).
+    groups (so equal keys occur in different groups); some steps start away from where the previous one
+    ended.
     """
     rng = random.Random(seed)
     pool = [INT64_MIN, INT64_MAX, 0, -1] + [rng.randrange(INT64_MIN, INT64_MAX) for _ in range(num_states)]
@@ -66,13 +67,19 @@ def random_rows(seed: int, num_groups: int, max_group_size: int, max_horizon: in
                         walk.append(rng.choice(pool))
                 if rng.random() < 0.3:
                     walk[-1] = rng.randrange(INT64_MIN, INT64_MAX)  # a final state seen nowhere else
+                # (state, next_state) per step; sometimes a step starts elsewhere than the previous step
+                # ended (a reset, or keys that are not Markov), so next_state != the next row's state
+                walk = [(walk[t], walk[t + 1]) for t in range(length)]
+                for t in range(1, length):
+                    if rng.random() < 0.15:
+                        walk[t] = (rng.choice(pool), walk[t][1])
                 success = {"mixed": rng.random() < 0.5, "all_fail": False}.get(mode, True)
                 episode_reward = rng.choice((10.0, 10.0, 3.5, 1.0)) if success else rng.choice((0.0, 0.0, -1.0))
                 steps = [(rng.random() >= 0.2, rng.choice((0.0, 0.0, 1.0, 0.5, -2.0)), rng.choice(COSTS))
                          for _ in range(length)]
                 template = (walk, success, episode_reward, steps)
             for t, (valid, reward, cost) in enumerate(steps):
-                row = dict(group=group_labels[g], traj=traj_label, step=t, state=walk[t], next_state=walk[t + 1],
+                row = dict(group=group_labels[g], traj=traj_label, step=t, state=walk[t][0], next_state=walk[t][1],
                            success=success, valid=valid, episode_reward=episode_reward, reward=reward)
                 if weighted:
                     row["cost"] = cost
@@ -157,18 +164,23 @@ def test_grpo_and_rloo_match_reference(params, normalize):
 
 
 @given(batch_params)
-def test_frontier_path_matches_reference(params):
-    """Force the frontier search (used above 2**14 edges) on small batches."""
+def test_large_batch_paths_match_reference(params):
+    """Force the code paths of large batches on small ones: the frontier search (used above 2**14 edges)
+    and torch's sort (used above 2**18 keys; numpy sorts smaller CPU arrays)."""
     batch = to_batch(random_rows(**params))
     graph = tg.success_edges(batch)
     csr = tg.reverse_csr(graph)
     assert torch.equal(tg.frontier_distances(graph, csr), tg.sweep_distances(graph))
-    limit = tg.SWEEP_MAX_EDGES
+    keys = torch.cat([batch.state, batch.next_state])
+    expected = torch.unique(keys, return_inverse=True)
+    got = tg.sorted_unique(keys)
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+    limits = tg.SWEEP_MAX_EDGES, tg.NUMPY_SORT_MAX
     try:
-        tg.SWEEP_MAX_EDGES = 0
+        tg.SWEEP_MAX_EDGES = tg.NUMPY_SORT_MAX = 0
         assert_same_as_reference(batch, "graphgpo", GraphGPOConfig())
     finally:
-        tg.SWEEP_MAX_EDGES = limit
+        tg.SWEEP_MAX_EDGES, tg.NUMPY_SORT_MAX = limits
 
 
 def networkx_distances(rows: list[dict]) -> dict:

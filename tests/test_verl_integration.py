@@ -252,7 +252,8 @@ def test_verls_own_compute_advantage_with_the_hook():
 def test_verl_loads_the_module_as_an_external_module():
     code = ("import verl\n"
             "from verl.trainer.ppo import core_algos, ray_trainer\n"
-            "assert core_algos.get_adv_estimator_fn('graphgpo_webshop').__name__ == 'compute_graphgpo_webshop_advantage'\n"
+            "fn = core_algos.get_adv_estimator_fn('graphgpo_webshop')\n"
+            "assert fn.__name__ == 'compute_graphgpo_webshop_advantage'\n"
             "assert getattr(ray_trainer.compute_advantage, '_graphgpo_estimator', None) == 'hook'\n"
             "print('ok')\n")
     env = dict(os.environ, VERL_USE_EXTERNAL_MODULES="graphgpo.integrations.verl", GRAPHGPO_VERL_TRAINER_HOOK="1")

@@ -208,7 +208,8 @@ class CreditDiagnostics:
             f"  steps                                              {self.failed_steps:>8}",
             f"  progress steps (d(next) < d(state))                {self.failed_progress_steps:>8}",
             f"  progress, A_graphgpo > 0 and A_grpo < 0            {self.failed_rescued_steps:>8}"
-            f"   {pct(self.rescued_share)} of failed steps, {pct(self.rescued_share_of_progress)} of their progress steps",
+            f"   {pct(self.rescued_share)} of failed steps, "
+            f"{pct(self.rescued_share_of_progress)} of their progress steps",
             f"  same, in groups with a success                     {self.mixed_failed_rescued_steps:>8}"
             f"   {pct(self.mixed_rescued_share)} of {self.mixed_failed_steps} failed steps there",
             "Successful trajectories",

@@ -263,7 +263,8 @@ def plot_group_graph(graph: GroupGraph, path_stem: str | Path, *, methods: Seque
             color = cmap(norm(e.advantage[method] / limit))
             a, b = graph.nodes[e.source], graph.nodes[e.target]
             if e.is_loop:
-                ax.add_patch(Circle((a.x, a.y + loop_r), loop_r, fill=False, ec=color, lw=_edge_width(e.count), zorder=2))
+                ax.add_patch(Circle((a.x, a.y + loop_r), loop_r, fill=False, ec=color, lw=_edge_width(e.count),
+                                    zorder=2))
                 continue
             ax.add_patch(FancyArrowPatch((a.x, a.y), (b.x, b.y), connectionstyle="arc3,rad=0.18", arrowstyle="-|>",
                                          mutation_scale=9, color=color, lw=_edge_width(e.count), shrinkA=6, shrinkB=6,
@@ -371,7 +372,8 @@ def graph_html(graph: GroupGraph) -> str:
     axis = []
     for t in sorted({n.distance for n in graph.nodes}):
         x = (max(xs) - t) * scale_x + pad
-        name = "unreachable" if graph.unreachable_distance is not None and t == graph.unreachable_distance else f"d = {t:g}"
+        unreachable = graph.unreachable_distance is not None and t == graph.unreachable_distance
+        name = "unreachable" if unreachable else f"d = {t:g}"
         axis.append(f'<text x="{x:.1f}" y="{height - 12:.1f}" text-anchor="middle" class="axis">{name}</text>')
     buttons = "".join(f'<button data-m="{m}" data-lim="{limits[m]:.3g}"{" class=on" if i == 0 else ""}>{m}</button>'
                       for i, m in enumerate(graph.methods))
@@ -398,7 +400,8 @@ shown under the buttons). Width grows with the number of steps taken along the e
 <div>{buttons}</div>
 <svg id="legend" width="320" height="34"><defs><linearGradient id="g">{stops}</linearGradient></defs>
 <rect x="10" y="4" width="300" height="12" fill="url(#g)"/><text id="lo" x="10" y="30">-{limit:.3g}</text>
-<text x="160" y="30" text-anchor="middle">0</text><text id="hi" x="310" y="30" text-anchor="end">+{limit:.3g}</text></svg>
+<text x="160" y="30" text-anchor="middle">0</text>
+<text id="hi" x="310" y="30" text-anchor="end">+{limit:.3g}</text></svg>
 <svg id="graph" width="{width:.0f}" height="{height:.0f}" xmlns="http://www.w3.org/2000/svg">
 <defs><marker id="arrow" viewBox="0 0 10 10" refX="16" refY="5" markerWidth="5" markerHeight="5" orient="auto">
 <path d="M 0 0 L 10 5 L 0 10 z" fill="#444"/></marker></defs>

@@ -52,7 +52,7 @@ def segment_moments(values: torch.Tensor, seg: torch.Tensor, num_segs: int):
     total = torch.zeros(num_segs, dtype=F64, device=values.device).index_add_(0, seg, values)
     mean = total / count.clamp(min=1)
     # Second pass on deviations: stable where a one-pass sum of squares would cancel.
-    dev = values - mean[seg]
+    dev = values - mean.index_select(0, seg)
     squares = torch.zeros_like(total).index_add_(0, seg, dev * dev)
     std = torch.sqrt(squares / (count - 1).clamp(min=1))
     low = torch.zeros_like(total).scatter_reduce_(0, seg, values, "amin", include_self=False)
@@ -70,8 +70,8 @@ def segment_normalize(values: torch.Tensor, seg: torch.Tensor, num_segs: int, no
                       eps: float) -> torch.Tensor:
     """SPEC 6: normalise ``values`` within segments; a one-row or all-equal segment gives exactly 0."""
     count, mean, std, constant = segment_moments(values, seg, num_segs)
-    out = _standardize(values, mean[seg], std[seg], normalize, eps)
-    return torch.where(((count == 1) | constant)[seg], 0.0, out)
+    out = _standardize(values, mean.index_select(0, seg), std.index_select(0, seg), normalize, eps)
+    return torch.where(((count == 1) | constant).index_select(0, seg), 0.0, out)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -82,9 +82,9 @@ def step_groups(graph: StepGraph) -> tuple[torch.Tensor, int]:
     """Dense (group, state) id per row in sorted (group id, state key) order, and the number of ids."""
     # State nodes are already numbered in that order; drop the nodes that are only next_states.
     is_state = torch.zeros(graph.num_state_nodes, dtype=torch.int64, device=graph.src.device)
-    is_state[graph.src] = 1
+    is_state.index_fill_(0, graph.src, 1)
     rank = torch.cumsum(is_state, 0)
-    return rank[graph.src] - 1, int(rank[-1]) if rank.numel() else 0
+    return rank.index_select(0, graph.src) - 1, int(rank[-1]) if rank.numel() else 0
 
 
 def graph_returns(d_state: torch.Tensor, d_next: torch.Tensor, batch, config) -> torch.Tensor:
@@ -107,12 +107,13 @@ def discounted_returns(batch, gamma: float, invalid_penalty: float) -> torch.Ten
     """
     lengths = torch.bincount(batch.traj, minlength=batch.num_trajs)
     starts = torch.cumsum(lengths, 0) - lengths
-    position = starts[batch.traj] + batch.step
+    position = starts.index_select(0, batch.traj) + batch.step
     n = batch.num_rows
     scan = torch.empty(n, dtype=F64, device=batch.reward.device)
-    scan[position] = batch.reward
+    scan.index_copy_(0, position, batch.reward)
     remaining = torch.empty_like(batch.step)
-    remaining[position] = lengths[batch.traj] - 1 - batch.step  # rows after this one in its trajectory
+    # rows after this one in its trajectory
+    remaining.index_copy_(0, position, lengths.index_select(0, batch.traj) - 1 - batch.step)
     longest = int(lengths.max()) if lengths.numel() else 0
     shift, weight = 1, gamma
     while shift < longest:
@@ -120,7 +121,7 @@ def discounted_returns(batch, gamma: float, invalid_penalty: float) -> torch.Ten
         ahead[:n - shift] = scan[shift:]
         scan = scan + torch.where(remaining >= shift, weight * ahead, 0.0)
         shift, weight = 2 * shift, weight * weight
-    return scan[position] - invalid_penalty * (~batch.valid).to(F64)
+    return scan.index_select(0, position) - invalid_penalty * (~batch.valid).to(F64)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -130,9 +131,9 @@ def discounted_returns(batch, gamma: float, invalid_penalty: float) -> torch.Ten
 def _trajectory_columns(batch) -> tuple[torch.Tensor, torch.Tensor]:
     """episode_reward and group per trajectory (both constant within a trajectory, so any writer wins)."""
     reward = torch.zeros(batch.num_trajs, dtype=F64, device=batch.reward.device)
-    reward[batch.traj] = batch.episode_reward
+    reward.index_copy_(0, batch.traj, batch.episode_reward)
     group = torch.zeros(batch.num_trajs, dtype=torch.int64, device=batch.group.device)
-    group[batch.traj] = batch.group
+    group.index_copy_(0, batch.traj, batch.group)
     return reward, group
 
 
@@ -151,8 +152,9 @@ def episode_advantages(batch, config) -> torch.Tensor:
     single = count == 1
     mean = torch.where(single, 0.0, mean)
     std = torch.where(single, 1.0, std)
-    out = _standardize(score, mean[batch.group], std[batch.group], config.normalize, config.eps)
-    return torch.where((constant & ~single)[batch.group], 0.0, out)
+    out = _standardize(score, mean.index_select(0, batch.group), std.index_select(0, batch.group), config.normalize,
+                       config.eps)
+    return torch.where((constant & ~single).index_select(0, batch.group), 0.0, out)
 
 
 def trajectory_advantages(batch, method: str, config) -> torch.Tensor:
@@ -162,14 +164,15 @@ def trajectory_advantages(batch, method: str, config) -> torch.Tensor:
     """
     reward, group = _trajectory_columns(batch)
     count, mean, std, constant = segment_moments(reward, group, batch.num_groups)
+    count, mean, std, constant = (x.index_select(0, group) for x in (count, mean, std, constant))
     if method == "grpo":
-        value = _standardize(reward, mean[group], std[group], config.normalize, config.eps)
+        value = _standardize(reward, mean, std, config.normalize, config.eps)
     else:  # rloo: R_i - (sum_j R_j - R_i) / (n - 1), written as n / (n - 1) * (R_i - mean)
-        n = count[group].to(F64)
-        value = (reward - mean[group]) * (n / (n - 1).clamp(min=1))
-    value = torch.where(constant[group], 0.0, value)
-    value = torch.where(count[group] == 1, reward, value)
-    return value[batch.traj]
+        n = count.to(F64)
+        value = (reward - mean) * (n / (n - 1).clamp(min=1))
+    value = torch.where(constant, 0.0, value)
+    value = torch.where(count == 1, reward, value)
+    return value.index_select(0, batch.traj)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -180,12 +183,12 @@ def graph_stats(graph: StepGraph, dist: torch.Tensor, num_unique_edges: int, ste
                 num_step_groups: int) -> dict[str, float | int]:
     """AdvantageOutput.stats (docs/CONTRACT.md); ``dist`` before filling, so inf marks unreachable."""
     n = graph.src.numel()
-    state_in_success = graph.has_success[graph.node_group[:graph.num_state_nodes]]
+    state_in_success = graph.has_success.index_select(0, graph.node_group[:graph.num_state_nodes])
     unreachable = state_in_success & torch.isinf(dist[:graph.num_state_nodes])
     sizes = torch.bincount(step_group, minlength=num_step_groups)
     counts = torch.stack([
         graph.has_success.sum(),
-        (sizes[step_group] == 1).sum(),
+        (sizes.index_select(0, step_group) == 1).sum(),
         state_in_success.sum(),
         unreachable.sum(),
     ]).tolist()  # the one host sync for all diagnostics
@@ -222,7 +225,7 @@ def compute(batch, method: str, config) -> AdvantageOutput:
     if method in ("graphgpo", "gigpo"):
         if method == "graphgpo":
             d = group_fill_unreachable(dist, graph)
-            d_state, d_next = d[graph.src], d[graph.dst]
+            d_state, d_next = d.index_select(0, graph.src), d.index_select(0, graph.dst)
             returns = graph_returns(d_state, d_next, batch, config)
         else:
             returns = discounted_returns(batch, config.gamma, config.invalid_penalty)

@@ -15,23 +15,21 @@ estimator name          method       preset (omega)
 Rows of the batch are environment steps, verl-agent style: each row is one LLM response (one action) and
 ``non_tensor_batch`` carries the step's metadata. Default key names (``VerlOptions`` renames them):
 
-============  ==================  =================================================================
-field          key                 notes
-============  ==================  =================================================================
-group          ``uid``              task group (the G rollouts of one task); required
-traj           ``traj_uid``         trajectory id; required
-step           ``step``             0..L-1 within the trajectory; see "Step index" below
-state          ``anchor_obs``       str / bytes / tuple / numpy array / int (an int is taken as an
-                                    already hashed int64 key); an int64 tensor in ``batch`` = keys,
-                                    a 2-D integer tensor = token rows hashed on its device
-next_state     ``next_obs``         same encodings as state; required by graphgpo only
-valid          ``is_action_valid``  bool; required
-episode_reward ``episode_rewards``  falls back to ``token_level_rewards.sum(-1)`` when absent
-reward         ``rewards``          per-step environment reward; required by gigpo only
-success        ``success``          bool; when absent, ``episode_reward > 0`` (the recipe's rule) unless
-                                    ``success_from_episode_reward=False``
-cost           (off)                optional edge cost (``cost_key``)
-============  ==================  =================================================================
+``field``         ``key``               notes
+----------------  --------------------  ----------------------------------------------------------------
+group             ``uid``               task group (the G rollouts of one task); required
+traj              ``traj_uid``          trajectory id; required
+step              ``step``              0..L-1 within the trajectory; see "Step index" below
+state             ``anchor_obs``        str / bytes / tuple / numpy array / int (an int is taken as an
+                                        already hashed int64 key); an int64 tensor in ``batch`` = keys,
+                                        a 2-D integer tensor = token rows hashed on its device
+next_state        ``next_obs``          same encodings as state; required by graphgpo only
+valid             ``is_action_valid``   bool; required
+episode_reward    ``episode_rewards``   falls back to ``token_level_rewards.sum(-1)`` when absent
+reward            ``rewards``           per-step environment reward; required by gigpo only
+success           ``success``           bool; when absent, ``episode_reward > 0`` (the recipe's rule)
+                                        unless ``success_from_episode_reward=False``
+cost              (off)                 optional edge cost (``cost_key``)
 
 Step index. verl-agent batches carry no step index, and verl's ``_balance_batch`` reorders rows before
 advantages are computed, so the time order of a trajectory cannot be read from row order at that point.
@@ -68,7 +66,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import logging
 import os
 import warnings
 from collections.abc import Mapping
@@ -97,8 +94,6 @@ __all__ = [
     "register_estimators",
     "step_batch_from_verl",
 ]
-
-logger = logging.getLogger(__name__)
 
 ESTIMATORS: dict[str, tuple[str, str | None]] = {
     "graphgpo": ("graphgpo", None),
@@ -228,10 +223,12 @@ def _int_tensor(values, key: str, n: int, device) -> torch.Tensor:
             raise ValueError(f"key {key!r}: expected a 1-D integer tensor, got {values.dtype} {tuple(values.shape)}")
         return values.to(device=device, dtype=torch.int64)
     arr = np.asarray(values)
-    if arr.ndim == 1 and arr.dtype.kind in "iu":
+    if arr.ndim != 1:
+        raise ValueError(f"key {key!r}: expected one integer per row, got shape {arr.shape}")
+    if arr.dtype.kind in "iu":
         return torch.from_numpy(arr.astype(np.int64)).to(device)
     out = np.empty(n, dtype=np.int64)
-    for i, v in enumerate(arr.reshape(n, -1)[:, 0] if arr.ndim > 1 else arr):
+    for i, v in enumerate(arr):
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
             raise ValueError(f"row {i}: key {key!r} must be an integer, got {v!r}")
         out[i] = int(v)
@@ -299,6 +296,10 @@ def _state_tensor(values, key: str, n: int, device, hasher: KeyHasher) -> torch.
         if arr.dtype == np.uint64:
             arr = arr.view(np.int64)
         return torch.from_numpy(arr.astype(np.int64)).to(device)
+    if arr.ndim == 1 and arr.dtype.kind == "O":
+        rows = arr.tolist()
+        if set(map(type, rows)) <= {str, bytes}:  # text observations, the common case: hash in one pass
+            return torch.tensor(hasher.keys(rows), dtype=torch.int64, device=device)
     if arr.ndim >= 2 and arr.dtype.kind == "O":  # numpy turned per-row tuples/lists into a 2-D object array
         rows = [_freeze(arr[i].tolist()) for i in range(n)]
     elif arr.ndim >= 2:  # one numeric/string array per row
@@ -463,9 +464,10 @@ def _estimate(name: str, token_level_rewards, response_mask, non_tensor_batch, t
     out = compute_advantages(steps, method=method, backend=adapter.backend, **method_options)
     dtype = token_level_rewards.dtype if token_level_rewards is not None and \
         token_level_rewards.dtype.is_floating_point else torch.float32
-    mask = response_mask.to(dtype)
-    advantages = out.advantages.to(dtype).unsqueeze(-1) * mask
-    returns = out.returns.to(dtype).unsqueeze(-1) * mask
+    # Two [rows, response_length] allocations in all: the mask copy becomes ``returns`` in place.
+    mask = response_mask.to(dtype, copy=True)
+    advantages = mask * out.advantages.to(dtype).unsqueeze(-1)
+    returns = mask.mul_(out.returns.to(dtype).unsqueeze(-1))
     return advantages, returns, out
 
 

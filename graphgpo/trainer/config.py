@@ -140,6 +140,9 @@ class TrainConfig:
     # --- PPO update ---
     learning_rate: float = 2e-3
     """Adam learning rate."""
+    lr_scheduler_type: str = "constant"
+    """"constant", or "linear": decays from learning_rate at iteration 1 to learning_rate / num_iterations at
+    the last (a function of the iteration alone, so resume needs no scheduler state)."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
     ppo_epochs: int = 2
@@ -232,6 +235,8 @@ class TrainConfig:
         _number(self, "vllm_gpu_memory_utilization", low=0.0, low_open=True, high=1.0)
         if self.dual_clip is not None:
             _number(self, "dual_clip", low=1.0, low_open=True)
+        if self.lr_scheduler_type not in ("constant", "linear"):
+            raise ValueError(f"lr_scheduler_type must be 'constant' or 'linear', got {self.lr_scheduler_type!r}")
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
         if self.advantage.method not in ADVANTAGE_METHODS:

@@ -254,11 +254,19 @@ class Trainer:
         if cfg.kl_coef > 0:
             samples.ref_logprobs = score_responses(self.policy, samples, cfg.temperature, cfg.micro_batch_size,
                                                    reference=True)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate(iteration)
         generator = torch.Generator().manual_seed(derived_seed("minibatch", cfg.seed, iteration))
         stats = ppo_update(self.policy, self.optimizer, samples, cfg, generator, iteration)
         self.engine.wake_up()
         self.engine.load_weights(self.policy.model)
         return stats
+
+    def learning_rate(self, iteration: int) -> float:
+        cfg = self.cfg
+        if cfg.lr_scheduler_type == "linear":
+            return cfg.learning_rate * (cfg.num_iterations - iteration + 1) / cfg.num_iterations
+        return cfg.learning_rate
 
     def evaluate(self, iteration: int, *, num_tasks: int | None = None, temperature: float | None = None) -> dict:
         """Held-out tasks, one episode each, at ``eval_temperature`` (0 = greedy)."""
@@ -350,6 +358,7 @@ class Trainer:
         t2 = time.perf_counter()
         self._updating = True
         stats = self.update(self.samples(rollout, adv.advantages), iteration)
+        stats["learning_rate"] = self.learning_rate(iteration)
         t3 = time.perf_counter()
         row: dict[str, Any] = {
             "iteration": iteration,
@@ -412,6 +421,9 @@ class Trainer:
     def close(self) -> None:
         self.manager.close()
         self.eval_manager.close()
+        close_engine = getattr(self.engine, "close", None)  # e.g. vLLM's temporary model directory
+        if close_engine is not None:
+            close_engine()
         if self.log is not None:
             self.log.close()
 

@@ -22,7 +22,7 @@ from typing import Iterable, Iterator, Sequence
 
 import torch
 
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[BOS]")
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[BOS]", "[ACT]")
 
 
 @dataclass
@@ -213,8 +213,9 @@ def action_index(tokens: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------- embedded model
 def build_word_tokenizer(words: Iterable[str]):
-    """A word-level tokenizer over ``words`` (split on whitespace) plus [PAD], [UNK], [BOS]; no downloads.
-    Every prompt starts with [BOS] so that an empty observation still has a position to predict from."""
+    """A word-level tokenizer over ``words`` (split on whitespace) plus [PAD], [UNK], [BOS], [ACT]; no
+    downloads. Every prompt is ``[BOS] words [ACT]``: the action is predicted at the fixed [ACT] token, whose
+    query is the same for every observation, instead of at whatever symbol the observation ends with."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
@@ -223,7 +224,8 @@ def build_word_tokenizer(words: Iterable[str]):
         vocab[token] = len(vocab)
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    core.post_processor = processors.TemplateProcessing(single="[BOS] $A", special_tokens=[("[BOS]", vocab["[BOS]"])])
+    core.post_processor = processors.TemplateProcessing(
+        single="[BOS] $A [ACT]", special_tokens=[("[BOS]", vocab["[BOS]"]), ("[ACT]", vocab["[ACT]"])])
     tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]")
     tok.padding_side = "left"
     return tok
