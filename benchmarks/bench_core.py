@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.synthetic import make_synthetic_batch, make_synthetic_records
+from benchmarks.synthetic import groups_for_steps, make_synthetic_batch, make_synthetic_records
 from graphgpo import StepBatch, compute_advantages
 
 PAPER = dict(num_groups=16, group_size=8, horizon=50, num_states=40, seed=0, min_length=44)
@@ -55,4 +55,18 @@ def test_from_records_only(benchmark, paper_records):
 @pytest.mark.parametrize("backend", ["torch", "reference"])
 def test_prebuilt(benchmark, paper_batch, backend, method):
     out = benchmark(compute_advantages, paper_batch, method=method, backend=backend)
+    benchmark.extra_info["steps"] = len(out)
+
+
+@pytest.fixture(scope="module")
+def large_batch():
+    return make_synthetic_batch(groups_for_steps(100_000), 8, 50, 40, seed=1)
+
+
+@pytest.mark.benchmark(group="1e5 steps: prebuilt, torch vs reference (CPU)")
+@pytest.mark.parametrize("backend", ["torch", "reference"])
+def test_prebuilt_large(benchmark, large_batch, backend):
+    # few rounds: one reference run takes over a second
+    out = benchmark.pedantic(compute_advantages, args=(large_batch,), kwargs=dict(backend=backend), rounds=3,
+                             warmup_rounds=1)
     benchmark.extra_info["steps"] = len(out)

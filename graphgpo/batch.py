@@ -38,7 +38,8 @@ class StepBatch:
     group, traj: int64 dense ids (0..num_groups-1, 0..num_trajs-1); step: int64;
     state, next_state: int64 keys; success, valid: bool; episode_reward, reward: float64;
     cost: float64 or None (unit costs).
-    group_labels / traj_labels: the original ids, indexed by dense id (None when built from tensors).
+    group_labels / traj_labels: the original ids, indexed by dense id (a list from records, an int64
+    tensor from tensors); their length gives num_groups / num_trajs without a device sync.
     collisions: (key, object_a, object_b) for distinct states that share a 64-bit key.
     """
 
@@ -52,8 +53,8 @@ class StepBatch:
     episode_reward: torch.Tensor
     reward: torch.Tensor
     cost: torch.Tensor | None = None
-    group_labels: list | None = None
-    traj_labels: list | None = None
+    group_labels: list | torch.Tensor | None = None
+    traj_labels: list | torch.Tensor | None = None
     collisions: tuple = field(default=())
 
     # ---------------------------------------------------------------------------------------------
@@ -200,14 +201,15 @@ class StepBatch:
                                                 or given[name].dtype == torch.bool):
                 raise ValueError(f"field '{name}' must be numeric, got {given[name].dtype}")
 
-        _, dense_group = torch.unique(group.to(torch.int64), return_inverse=True)
-        _, dense_traj = torch.unique(traj.to(torch.int64), return_inverse=True)
+        group_labels, dense_group = torch.unique(group.to(torch.int64), return_inverse=True)
+        traj_labels, dense_traj = torch.unique(traj.to(torch.int64), return_inverse=True)
         batch = cls(
             group=dense_group, traj=dense_traj, step=step.to(torch.int64),
             state=state.to(torch.int64), next_state=next_state.to(torch.int64),
             success=success.to(torch.bool), valid=valid.to(torch.bool),
             episode_reward=episode_reward.to(torch.float64), reward=reward.to(torch.float64),
-            cost=cost.to(torch.float64) if cost is not None else None)
+            cost=cost.to(torch.float64) if cost is not None else None,
+            group_labels=group_labels, traj_labels=traj_labels)
         if validate:
             if success.dtype != torch.bool:
                 _check_binary(success, "success")
@@ -360,6 +362,13 @@ def _validate(b: StepBatch) -> None:
     _raise_first_problem(b, checks, sorted_checks, order)
 
 
+def _label(labels, dense_id: int):
+    if labels is None:
+        return dense_id
+    label = labels[dense_id]
+    return label.item() if isinstance(label, torch.Tensor) else label
+
+
 def _raise_first_problem(b: StepBatch, checks, sorted_checks, order) -> None:
     def row_of(mask, sorted_positions=False):
         idx = mask.nonzero()
@@ -370,7 +379,7 @@ def _raise_first_problem(b: StepBatch, checks, sorted_checks, order) -> None:
         return int(idx[0, 0])
 
     def where(row):
-        traj = b.traj_labels[int(b.traj[row])] if b.traj_labels is not None else int(b.traj[row])
+        traj = _label(b.traj_labels, int(b.traj[row]))
         return f"row {row} (traj {traj!r}, step {int(b.step[row])})"
 
     row = row_of(checks["nonfinite_reward"])
@@ -404,7 +413,7 @@ def _raise_first_problem(b: StepBatch, checks, sorted_checks, order) -> None:
         if key == "varying_group":
             labels = b.group_labels
             g_row, g_prev = int(b.group[row]), int(b.group[prev])
-            show = (labels[g_prev], labels[g_row]) if labels is not None else (g_prev, g_row)
+            show = (_label(labels, g_prev), _label(labels, g_row))
             raise ValueError(f"{where(row)}: " + message.format(*(repr(x) for x in show)))
         if key == "varying_success":
             raise ValueError(f"{where(row)}: " + message.format(bool(b.success[prev]), bool(b.success[row])))

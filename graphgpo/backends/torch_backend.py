@@ -8,8 +8,8 @@ backend is the oracle (distances equal exactly, advantages within 1e-6). Statist
 Segments: a *step group* is all rows of one group with the same state (dense id = the state's node id among
 state nodes, so ids come in sorted (group, key) order); episode statistics are per group.
 
-Host syncs besides the graph's (see ``torch_graph``): the longest trajectory (number of doubling steps) and
-one ``tolist()`` for ``stats``.
+Host syncs besides the graph's (see ``torch_graph``): the number of step groups, the longest trajectory
+(number of doubling steps, GiGPO) and one ``tolist()`` for ``stats``.
 """
 
 from __future__ import annotations
@@ -220,7 +220,6 @@ def compute(batch, method: str, config) -> AdvantageOutput:
     step_group, num_step_groups = step_groups(graph)
     stats = graph_stats(graph, dist, csr.num_unique_edges, step_group, num_step_groups)
 
-    zeros = torch.zeros(batch.num_rows, dtype=F64, device=batch.device)
     d_state = d_next = None
     if method in ("graphgpo", "gigpo"):
         if method == "graphgpo":
@@ -233,7 +232,8 @@ def compute(batch, method: str, config) -> AdvantageOutput:
         episode_adv = episode_advantages(batch, config)
         advantages = config.step_weight * step_adv + config.episode_weight * episode_adv
     else:
-        returns, step_adv, step_group = batch.episode_reward.clone(), zeros, None
+        returns, step_group = batch.episode_reward.clone(), None
+        step_adv = torch.zeros(batch.num_rows, dtype=F64, device=batch.device)
         episode_adv = advantages = trajectory_advantages(batch, method, config)
 
     return AdvantageOutput(

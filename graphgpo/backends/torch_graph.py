@@ -10,8 +10,9 @@ Pipeline (each stage a function, so that GPU backends can reuse one or swap it f
     is_success_step -> node_ids -> success_edges -> reverse_csr
     -> sweep_distances | frontier_distances -> group_fill_unreachable
 
-Host syncs: the sizes of the two ``torch.unique`` calls, and one per sweep / BFS level (the "changed" test or
-the frontier's edge count). The number of levels is at most the longest shortest path (in edges) + 1.
+Host syncs (they matter on CUDA): the number of next_states that need their own key, the sizes of the two
+``unique`` calls, the number of distinct edges, and one per sweep / BFS level (the "changed" test or the
+frontier's edge count). The number of levels is at most the longest shortest path (in edges) + 1.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ import torch
 F64 = torch.float64
 
 NUMPY_SORT_MAX = 1 << 18
-"""CPU tensors up to this many elements are sorted by numpy (vectorised AVX-512 sorts; 2-4x faster than
-torch's CPU sort at these sizes, which matters for the launch-bound paper-sized batch); larger ones by torch,
-which scales better. CUDA tensors always use torch."""
+"""CPU tensors up to this many elements are sorted by numpy (its vectorised sort is 2-4x faster than torch's
+CPU sort at these sizes, which matters for the dispatch-bound paper-sized batch); larger ones by torch,
+which is as fast there and scales better. CUDA tensors always use torch."""
 
 SWEEP_MAX_EDGES = 1 << 14
 """Graphs with at most this many edges use dense Bellman-Ford sweeps: a few cheap ops per level beat the
@@ -60,16 +61,20 @@ class StepGraph:
 
 @dataclass(frozen=True)
 class ReverseCSR:
-    """Edges sorted by (dst, src): the in-edges of node v are positions indptr[v]..indptr[v+1]-1."""
+    """The distinct edges, sorted by (dst, src): the in-edges of node v are positions indptr[v]..indptr[v+1]-1.
+
+    Parallel edges (repeated transitions, common when rollouts of a group share a path) are merged into one
+    edge with the smallest of their costs, which leaves every shortest distance unchanged, bit for bit.
+    """
 
     indptr: torch.Tensor
     """int64 [num_nodes + 1]."""
     src: torch.Tensor
-    """int64 [edges]: tail of each sorted edge (the node a reverse step reaches)."""
+    """int64 [num_unique_edges]: tail of each edge (the node a reverse step reaches)."""
     dst: torch.Tensor
-    """int64 [edges]: head of each sorted edge."""
+    """int64 [num_unique_edges]: head of each edge."""
     cost: torch.Tensor | None
-    """float64 [edges] or None."""
+    """float64 [num_unique_edges]: cheapest cost of the merged parallel edges, or None for unit costs."""
     num_unique_edges: int
     """Distinct (src, dst) pairs (parallel edges with different costs count once)."""
 
@@ -155,16 +160,24 @@ def success_edges(batch) -> StepGraph:
 
 
 def reverse_csr(graph: StepGraph) -> ReverseCSR:
-    """Sort the edges by (dst, src) into a reverse CSR; the same sort counts the distinct edges."""
+    """Sort the edges by (dst, src), merge parallel edges, and index them by head node (reverse CSR)."""
     num_nodes = graph.num_nodes
     key = graph.dst * num_nodes + graph.src
     order = argsort(key)
     key = key.index_select(0, order)
+    first = torch.ones_like(key, dtype=torch.bool)
+    first[1:] = key[1:] != key[:-1]
+    unique_key = key[first]  # host sync: the number of distinct edges
+    src = unique_key % num_nodes
+    dst = torch.div(unique_key, num_nodes, rounding_mode="floor")
+    cost = None
+    if graph.cost is not None:
+        edge = torch.cumsum(first, 0) - 1
+        cost = torch.full((unique_key.numel(),), math.inf, dtype=F64, device=key.device).scatter_reduce_(
+            0, edge, graph.cost.index_select(0, order), "amin")
     indptr = torch.zeros(num_nodes + 1, dtype=torch.int64, device=key.device)
-    indptr[1:] = torch.cumsum(torch.bincount(graph.dst, minlength=num_nodes), 0)
-    num_unique = int((key[1:] != key[:-1]).sum()) + 1 if key.numel() else 0
-    cost = graph.cost.index_select(0, order) if graph.cost is not None else None
-    return ReverseCSR(indptr, graph.src.index_select(0, order), graph.dst.index_select(0, order), cost, num_unique)
+    indptr[1:] = torch.cumsum(torch.bincount(dst, minlength=num_nodes), 0)
+    return ReverseCSR(indptr, src, dst, cost, unique_key.numel())
 
 
 def _initial_distances(graph: StepGraph) -> torch.Tensor:
@@ -174,17 +187,19 @@ def _initial_distances(graph: StepGraph) -> torch.Tensor:
     return dist
 
 
-def sweep_distances(graph: StepGraph) -> torch.Tensor:
+def sweep_distances(graph: StepGraph, csr: ReverseCSR | None = None) -> torch.Tensor:
     """Shortest distances to SUCCESS by Bellman-Ford sweeps over all edges at once (Jacobi order).
 
-    Each sweep relaxes ``d[src] = min(d[src], d[dst] + cost)`` for every edge; the loop stops at the first
-    sweep that changes nothing. Distances are accumulated sink-outwards (d(next) + cost), the same float
-    operations as the reference's Dijkstra, so they agree exactly. Unreachable nodes stay inf.
+    Each sweep relaxes ``d[src] = min(d[src], d[dst] + cost)`` for every edge (the distinct edges of
+    ``csr`` if given, else one per row); the loop stops at the first sweep that changes nothing. Distances
+    are accumulated sink-outwards (d(next) + cost), the same float operations as the reference's Dijkstra,
+    so they agree exactly. Unreachable nodes stay inf.
     """
+    edges = csr if csr is not None else graph
     dist = _initial_distances(graph)
-    cost = graph.cost if graph.cost is not None else 1.0
+    cost = edges.cost if edges.cost is not None else 1.0
     while True:
-        relaxed = dist.scatter_reduce(0, graph.src, dist.index_select(0, graph.dst) + cost, "amin")
+        relaxed = dist.scatter_reduce(0, edges.src, dist.index_select(0, edges.dst) + cost, "amin")
         if torch.equal(relaxed, dist):  # host sync, once per level
             return dist
         dist = relaxed
@@ -238,8 +253,8 @@ def frontier_distances(graph: StepGraph, csr: ReverseCSR) -> torch.Tensor:
 
 def shortest_distances(graph: StepGraph, csr: ReverseCSR) -> torch.Tensor:
     """float64 [num_nodes]: distance to the group's SUCCESS sink (inf where unreachable or no success)."""
-    if graph.src.numel() <= SWEEP_MAX_EDGES:
-        return sweep_distances(graph)
+    if csr.num_unique_edges <= SWEEP_MAX_EDGES:
+        return sweep_distances(graph, csr)
     return frontier_distances(graph, csr)
 
 
