@@ -64,7 +64,9 @@ class LearningConfig:
     tasks: list[str] = field(default_factory=lambda: ["sokoban-easy", "sokoban-hard"])
     """Task names (keys of TASKS)."""
     methods: list[str] = field(default_factory=lambda: list(METHODS))
-    """Advantage estimators compared (all with their default options; GraphGPO's ω = the Sokoban recipe's 0.8)."""
+    """Advantage estimators compared (all with their default options; GraphGPO's ω = the Sokoban recipe's 0.8).
+    A variant is ``method@override,override`` (e.g. ``graphgpo@advantage.omega=0.95``): trainer overrides for
+    that method's runs only, kept in their own run directories and table rows."""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """Config seeds; each method runs every seed."""
     iterations: int = 100
@@ -90,9 +92,12 @@ class LearningConfig:
         for task in self.tasks:
             if task not in TASKS:
                 raise ValueError(f"tasks: unknown task {task!r}; known: {', '.join(TASKS)}")
-        for method in self.methods:
+        for spec in self.methods:
+            method, _ = parse_method(spec)
             if method not in METHODS:
-                raise ValueError(f"methods: unknown method {method!r}; known: {', '.join(METHODS)}")
+                raise ValueError(f"methods: unknown method {method!r} in {spec!r}; known: {', '.join(METHODS)}")
+            if "/" in spec:
+                raise ValueError(f"methods: {spec!r} must not contain '/' (it names a directory)")
         if self.iterations < 1:
             raise ValueError(f"iterations: must be >= 1, got {self.iterations}")
         if self.smooth < 1:
@@ -103,6 +108,13 @@ class LearningConfig:
 
 
 # ---------------------------------------------------------------------------------------------- running
+def parse_method(spec: str) -> tuple[str, list[str]]:
+    """``"graphgpo@advantage.omega=0.95,ppo_epochs=1"``
+    -> ``("graphgpo", ["advantage.omega=0.95", "ppo_epochs=1"])``."""
+    name, _, rest = spec.partition("@")
+    return name, [item for item in rest.split(",") if item]
+
+
 def run_dir_for(cfg: LearningConfig, task: str, method: str, seed: int) -> Path:
     return Path(cfg.run_root) / task / method / f"seed{seed}"
 
@@ -112,17 +124,20 @@ def train_config(cfg: LearningConfig, task: str, method: str, seed: int):
     from graphgpo.trainer.config import TrainConfig, apply_mapping, parse_overrides
 
     spec = TASKS[task]
+    base_method, method_overrides = parse_method(method)
     tc = TrainConfig()
     apply_mapping(tc, {
         "seed": seed, "env": spec["env"], "env_kwargs": dict(spec["env_kwargs"]), "max_steps": spec["max_steps"],
         "num_iterations": cfg.iterations, "eval_every": cfg.eval_every, "eval_tasks": cfg.eval_tasks,
         "num_threads": cfg.threads, "model_name_or_path": cfg.model, "save_every": 10, "keep_checkpoints": 1,
-        "tensorboard": False, "advantage": {"method": method},
+        "tensorboard": False, "advantage": {"method": base_method},
         "output_dir": str(run_dir_for(cfg, task, method, seed)),
         **({"prompt_style": spec["prompt_style"]} if "prompt_style" in spec else {}),
     })
     if cfg.overrides:
         apply_mapping(tc, parse_overrides(cfg.overrides), merge_dicts=True)
+    if method_overrides:
+        apply_mapping(tc, parse_overrides(method_overrides), merge_dicts=True)
     return tc.validate()
 
 
@@ -319,8 +334,8 @@ def plot_task(summary: dict[str, Any], path: Path, smooth: int) -> Path:
         smoothed = np.stack([moving_average(r, smooth) for r in runs])
         its = np.arange(1, smoothed.shape[1] + 1)
         mean, std = smoothed.mean(0), smoothed.std(0)
-        color = colors.get(method)
-        ax.plot(its, mean, color=color, lw=2, label=f"{method} (train, n={len(runs)})")
+        line, = ax.plot(its, mean, color=colors.get(method), lw=2, label=f"{method} (train, n={len(runs)})")
+        color = line.get_color()
         ax.fill_between(its, mean - std, mean + std, color=color, alpha=0.18, lw=0)
         evals: dict[int, list[float]] = {}
         for run in summary["evals"][method]:
@@ -374,7 +389,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[LearningConfig, bool]:
     d = LearningConfig()
     p = argparse.ArgumentParser(prog="graphgpo compare", description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", nargs="+", default=d.tasks, choices=list(TASKS))
-    p.add_argument("--methods", nargs="+", default=d.methods, choices=list(METHODS))
+    p.add_argument("--methods", nargs="+", default=d.methods,
+                   help=f"{', '.join(METHODS)}, or a variant method@override,... (e.g. graphgpo@advantage.omega=0.95)")
     p.add_argument("--seeds", nargs="+", type=int, default=d.seeds)
     p.add_argument("--iterations", type=int, default=d.iterations, help="training iterations per run (the budget)")
     p.add_argument("--eval-every", type=int, default=d.eval_every)

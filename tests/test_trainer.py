@@ -60,13 +60,27 @@ def test_three_iterations_end_to_end(tmp_path):
     assert (tmp_path / "cmp.png").stat().st_size > 0
 
 
-def test_resume_equals_uninterrupted_run(tmp_path):
+def _interrupt_at(monkeypatch, stop_iteration):
+    """Press Ctrl-C (SIGINT to this process) at the start of ``stop_iteration``."""
+    real = Trainer.train_iteration
+
+    def interrupted(self, iteration):
+        if iteration == stop_iteration:
+            os.kill(os.getpid(), signal.SIGINT)  # handled: the iteration still completes
+        return real(self, iteration)
+
+    monkeypatch.setattr(Trainer, "train_iteration", interrupted)
+    return real
+
+
+def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
     full = train(tiny(tmp_path, "full", "num_iterations=3"))
     assert full["iterations"] == 3
-    part = train(tiny(tmp_path, "part", "num_iterations=2"))
-    assert part["iterations"] == 2
-    code = main(["train", "--resume", str(tmp_path / "part"), "num_iterations=3"])
-    assert code == 0
+    real = _interrupt_at(monkeypatch, 2)
+    part = train(tiny(tmp_path, "part", "num_iterations=3", "save_every=0"))
+    assert part["status"] == "interrupted" and part["iterations"] == 2
+    monkeypatch.setattr(Trainer, "train_iteration", real)
+    assert main(["train", "--resume", str(tmp_path / "part")]) == 0
     a, b = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "part")
     assert [r["iteration"] for r in b] == [1, 2, 3]
     for key in set(a[2]) - TIME_KEYS:
@@ -74,6 +88,13 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     wa = torch.load(latest_checkpoint(tmp_path / "full") / "policy.pt")
     wb = torch.load(latest_checkpoint(tmp_path / "part") / "policy.pt")
     assert all(torch.allclose(wa[k], wb[k], atol=1e-7) for k in wa)
+
+
+def test_resume_can_extend_a_finished_run(tmp_path):
+    train(tiny(tmp_path, "ext", "num_iterations=2"))
+    assert main(["train", "--resume", str(tmp_path / "ext"), "num_iterations=3"]) == 0
+    assert [r["iteration"] for r in read_metrics(tmp_path / "ext")] == [1, 2, 3]
+    assert load_config(tmp_path / "ext" / "config.yaml").num_iterations == 3
 
 
 @pytest.mark.parametrize("override, field", [
@@ -128,16 +149,8 @@ def test_non_finite_advantages_stop_and_keep_last_good_checkpoint(tmp_path, monk
 
 
 def test_ctrl_c_finishes_iteration_and_leaves_a_checkpoint(tmp_path, monkeypatch):
-    cfg = tiny(tmp_path, "sigint", "num_iterations=5", "save_every=0")
-    real = Trainer.train_iteration
-
-    def interrupted(self, iteration):
-        if iteration == 2:
-            os.kill(os.getpid(), signal.SIGINT)  # handled: the iteration still completes
-        return real(self, iteration)
-
-    monkeypatch.setattr(Trainer, "train_iteration", interrupted)
-    summary = train(cfg)
+    _interrupt_at(monkeypatch, 2)
+    summary = train(tiny(tmp_path, "sigint", "num_iterations=5", "save_every=0"))
     assert summary["status"] == "interrupted" and summary["iterations"] == 2
     assert [p.name for p in list_checkpoints(tmp_path / "sigint")] == ["iter_000002"]
 
@@ -172,3 +185,39 @@ def test_hugging_face_model_path_with_generate_lora_and_kl(tmp_path):
     # only the adapters are checkpointed
     state = torch.load(latest_checkpoint(tmp_path / "hfrun") / "policy.pt")
     assert state and all("lora" in k for k in state)
+
+
+@pytest.mark.parametrize("kind", ["embedded", "hf"])
+def test_engine_logprobs_match_the_training_forward(kind, tmp_path):
+    """Before any update the PPO ratio must be exactly 1: the engine's log-probs (left-padded batch of
+    prompts of different lengths) equal the trainer's forward pass on [prompt | response]."""
+    from graphgpo.trainer.engine import HFEngine, SamplingParams
+    from graphgpo.trainer.policy import build_embedded_model, build_word_tokenizer, load_policy
+
+    words = "# _ O X √ P S ;".split()
+    actions = ["up", "down", "left", "right"]
+    if kind == "embedded":
+        cfg = load_config(None, ["embedded_hidden_size=16", "embedded_num_heads=2", "embedded_intermediate_size=32"])
+        policy = load_policy(cfg, vocabulary=words, action_words=actions)
+        max_new = 1
+    else:
+        tok = build_word_tokenizer(words + actions)
+        build_embedded_model(len(tok), hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32,
+                             seed=3).save_pretrained(tmp_path / "m")
+        tok.save_pretrained(tmp_path / "m")
+        cfg = load_config(None, [f"model_name_or_path={tmp_path / 'm'}", "max_completion_length=3"])
+        policy = load_policy(cfg)
+        max_new = 3
+    prompts = ["P _ ; O X", "# # _ ; _ P ; X O _ ; _ _ _", "S"]
+    gens = HFEngine(policy).generate(prompts, SamplingParams(temperature=0.7, max_new_tokens=max_new, seed=5))
+    assert [g.prompt_ids for g in gens] == [policy.encode_prompt(p) for p in prompts]
+    assert all(len(g.response_ids) == len(g.logprobs) == max_new for g in gens)
+    if kind == "embedded":
+        assert all(g.text in actions for g in gens)
+    with torch.no_grad():
+        logp, mask, _ = policy.response_logprobs([g.prompt_ids for g in gens], [g.response_ids for g in gens], 0.7)
+    for i, g in enumerate(gens):
+        assert logp[i, :len(g.logprobs)].tolist() == pytest.approx(g.logprobs, abs=1e-5)
+    # same seed, same samples
+    again = HFEngine(policy).generate(prompts, SamplingParams(temperature=0.7, max_new_tokens=max_new, seed=5))
+    assert [g.response_ids for g in again] == [g.response_ids for g in gens]

@@ -140,9 +140,12 @@ class TrainConfig:
     # --- PPO update ---
     learning_rate: float = 2e-3
     """Adam learning rate."""
-    lr_scheduler_type: str = "constant"
-    """"constant", or "linear": decays from learning_rate at iteration 1 to learning_rate / num_iterations at
-    the last (a function of the iteration alone, so resume needs no scheduler state)."""
+    lr_scheduler_type: str = "linear"
+    """"linear": decays from learning_rate at iteration 1 to learning_rate / num_iterations at the last (a
+    function of the iteration and num_iterations alone, so resume needs no scheduler state; extending a run
+    with a larger num_iterations on resume stretches the remaining schedule); "constant" (the GPU recipes).
+    For the embedded default, linear decay ended at greedy success 0.69/0.75 (seeds 0/1) where constant
+    ended at 0.61/0.66 after late-run collapses."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
     ppo_epochs: int = 2

@@ -90,7 +90,7 @@ class HFEngine(GenerationEngine):
         if not prompts:
             return []
         prompt_ids = [self.policy.encode_prompt(p) for p in prompts]
-        generator = None
+        generator = None  # the one-token path samples with it; generate() seeds the global RNG instead
         if params.seed is not None:
             generator = torch.Generator(device=self.policy.device).manual_seed(int(params.seed))
         size = self.batch_size or len(prompts)
@@ -103,7 +103,7 @@ class HFEngine(GenerationEngine):
                 if self.policy.action_token_ids is not None:
                     out.extend(self._one_action_token(chunk, params, generator))
                 else:
-                    out.extend(self._hf_generate(chunk, params, generator))
+                    out.extend(self._hf_generate(chunk, params))
             return out
         finally:
             self.policy.model.train(was_training)
@@ -122,8 +122,7 @@ class HFEngine(GenerationEngine):
                            logprobs=[lp], finish_reason="stop")
                 for p, t, lp in zip(prompt_ids, tokens, logp)]
 
-    def _hf_generate(self, prompt_ids: list[list[int]], params: SamplingParams,
-                     generator: torch.Generator | None) -> list[Generation]:
+    def _hf_generate(self, prompt_ids: list[list[int]], params: SamplingParams) -> list[Generation]:
         """Any causal LM: transformers generate with left padding; log-probs from the raw logits."""
         policy = self.policy
         inputs = pack_sequences(prompt_ids, [[] for _ in prompt_ids], policy.pad_token_id, policy.device)

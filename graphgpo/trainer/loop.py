@@ -15,9 +15,7 @@ seeds), the same for every run and config seed, so runs are compared on the same
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
 import os
 import random
 import signal

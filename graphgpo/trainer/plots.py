@@ -52,7 +52,7 @@ def plot_runs(run_dirs: Sequence[str | Path], output: str | Path, *, labels: Seq
         base = _summary(run).get("random_policy_success_rate")
         if base is not None and round(base, 4) not in baselines:
             baselines.add(round(base, 4))
-            ax.axhline(base, color=color, ls="--", lw=1, label=f"random policy ({base:.2f})")
+            ax.axhline(base, color="black", ls="--", lw=1, label=f"uniform-random policy ({base:.2f})")
     ax.set_xlabel("iteration")
     ax.set_ylabel("success rate")
     ax.set_ylim(0, 1)
