@@ -6,6 +6,7 @@
     graphgpo train --resume runs/sokoban-graphgpo-seed0-...   [num_iterations=500]
     graphgpo eval RUN_DIR [--tasks 512] [--temperature 0.4]
     graphgpo plot RUN_DIR [RUN_DIR ...] [--output comparison.png]
+    graphgpo viz RUN_DIR [--task N]                   # state graph of one task, edges coloured by advantage
     graphgpo presets
 """
 
@@ -42,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--output", default="comparison.png")
     plot.add_argument("--labels", nargs="*", help="one label per run (default: directory names)")
     plot.add_argument("--smooth", type=int, default=10, help="moving-average window of training success")
+
+    # Listed for --help; main() hands `viz` its arguments untouched (it has its own parser).
+    sub.add_parser("viz", help="draw one task's state graph with each method's advantages (graphgpo viz -h)")
 
     sub.add_parser("presets", help="list the bundled config presets")
     return parser
@@ -108,6 +112,11 @@ def _presets(_args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["viz"]:
+        from graphgpo.analysis.graph_view import viz_main
+
+        return viz_main(argv[1:])
     args = _parser().parse_args(argv)
     handler = {"train": _train, "eval": _eval, "plot": _plot, "presets": _presets}[args.command]
     try:
