@@ -34,6 +34,7 @@ __all__ = [
     "stable_key",
     "KeyHasher",
     "hash_token_rows",
+    "check_token_rows",
     "mix64",
     "to_signed64",
 ]
@@ -194,12 +195,11 @@ def mix64_int(z: int) -> int:
     return z ^ (z >> 31)
 
 
-def hash_token_rows(tokens: torch.Tensor, lengths: torch.Tensor | None = None,
-                    mask: torch.Tensor | None = None) -> torch.Tensor:
-    """64-bit keys (int64) of padded token-id rows, computed on the tokens' device.
+def check_token_rows(tokens: torch.Tensor, lengths=None, mask=None):
+    """Validate hash_token_rows' arguments (shared with the Triton kernel's wrapper).
 
-    tokens: [rows, width] integer tensor. Give ``lengths`` ([rows], tokens past it are padding) or a
-    boolean ``mask`` ([rows, width], True = token); with neither, every column counts.
+    Returns ``(lengths, mask)`` on the tokens' device: lengths as int64 [rows] or None, mask as bool
+    [rows, width] or None (at most one of them given).
     """
     if tokens.dim() != 2:
         raise ValueError(f"tokens must be a 2-D [rows, width] tensor, got shape {tuple(tokens.shape)}")
@@ -208,24 +208,38 @@ def hash_token_rows(tokens: torch.Tensor, lengths: torch.Tensor | None = None,
     if lengths is not None and mask is not None:
         raise ValueError("give lengths or mask, not both")
     rows, width = tokens.shape
-    device = tokens.device
-    positions = torch.arange(width, device=device, dtype=torch.int64)
     if lengths is not None:
-        lengths = torch.as_tensor(lengths, device=device).to(torch.int64)
+        lengths = torch.as_tensor(lengths, device=tokens.device).to(torch.int64)
         if lengths.shape != (rows,):
             raise ValueError(f"lengths must have shape ({rows},), got {tuple(lengths.shape)}")
-        if rows and (bool((lengths < 0).any()) or bool((lengths > width).any())):
-            bad = int(((lengths < 0) | (lengths > width)).nonzero()[0, 0])
-            raise ValueError(f"lengths[{bad}] = {int(lengths[bad])} is outside [0, {width}]")
-        mask = positions.unsqueeze(0) < lengths.unsqueeze(1)
+        bad = (lengths < 0) | (lengths > width)
+        if rows and bool(bad.any()):  # one host sync, on the validation path
+            i = int(bad.nonzero()[0, 0])
+            raise ValueError(f"lengths[{i}] = {int(lengths[i])} is outside [0, {width}]")
     elif mask is not None:
-        mask = torch.as_tensor(mask, device=device)
+        mask = torch.as_tensor(mask, device=tokens.device)
         if mask.shape != tokens.shape:
             raise ValueError(f"mask must have the tokens' shape {tuple(tokens.shape)}, got {tuple(mask.shape)}")
         mask = mask.to(torch.bool)
+    return lengths, mask
+
+
+def hash_token_rows(tokens: torch.Tensor, lengths: torch.Tensor | None = None,
+                    mask: torch.Tensor | None = None) -> torch.Tensor:
+    """64-bit keys (int64) of padded token-id rows, computed on the tokens' device.
+
+    tokens: [rows, width] integer tensor. Give ``lengths`` ([rows], tokens past it are padding) or a
+    boolean ``mask`` ([rows, width], True = token); with neither, every column counts.
+    """
+    lengths, mask = check_token_rows(tokens, lengths, mask)
+    rows, width = tokens.shape
+    device = tokens.device
+    positions = torch.arange(width, device=device, dtype=torch.int64)
+    if lengths is not None:
+        mask = positions.unsqueeze(0) < lengths.unsqueeze(1)
+    elif mask is not None:
         lengths = mask.sum(dim=1, dtype=torch.int64)
     else:
-        mask = None
         lengths = torch.full((rows,), width, device=device, dtype=torch.int64)
 
     position_term = mix64(positions + _i64(POS_SEED))                      # [width]

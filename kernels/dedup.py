@@ -31,6 +31,8 @@ if HAS_TRITON:
     import triton
     import triton.language as tl
 
+    from .hashing import _mix64
+
     @triton.jit
     def _flag_kernel(key_ptr, group_ptr, flag_ptr, n, HAS_GROUP: tl.constexpr, BLOCK: tl.constexpr):
         # flag[i] = 1 where sorted entry i starts a new (group, key) run
@@ -60,15 +62,6 @@ if HAS_TRITON:
         if HAS_GROUP:
             tl.store(ugroup_ptr + rid, tl.load(group_ptr + i, mask=m, other=0), mask=first)
 
-
-    @triton.jit
-    def _mix64(z):
-        z ^= z >> 30
-        z = z * 0xBF58476D1CE4E5B9
-        z ^= z >> 27
-        z = z * 0x94D049BB133111EB
-        z ^= z >> 31
-        return z
 
     @triton.jit
     def _insert_kernel(key_ptr, group_ptr, table_ptr, rep_ptr, n, table_mask, BLOCK: tl.constexpr):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from graphgpo.hashing import check_token_rows
+
 from . import HAS_TRITON, check_device
 
 if HAS_TRITON:
@@ -74,35 +76,19 @@ def hash_token_rows(tokens: torch.Tensor, lengths: torch.Tensor | None = None,
     tokens: [rows, width] integer tensor on the device; ``lengths`` ([rows]) or a boolean ``mask``
     ([rows, width]), not both; with neither every column counts.
     """
-    if tokens.dim() != 2:
-        raise ValueError(f"tokens must be a 2-D [rows, width] tensor, got shape {tuple(tokens.shape)}")
-    if tokens.dtype.is_floating_point or tokens.dtype == torch.bool or tokens.is_complex():
-        raise ValueError(f"tokens must be an integer tensor, got {tokens.dtype}")
-    if lengths is not None and mask is not None:
-        raise ValueError("give lengths or mask, not both")
+    lengths, mask = check_token_rows(tokens, lengths, mask)
     check_device(tokens)
     rows, width = tokens.shape
-    device = tokens.device
-    out = torch.empty(rows, dtype=torch.int64, device=device)
+    out = torch.empty(rows, dtype=torch.int64, device=tokens.device)
     if rows == 0:
         return out
     mode = 0
     len_arg = mask_arg = out  # unused pointers still need a tensor
     mstride = (0, 0)
     if lengths is not None:
-        lengths = torch.as_tensor(lengths, device=device).to(torch.int64).contiguous()
-        if lengths.shape != (rows,):
-            raise ValueError(f"lengths must have shape ({rows},), got {tuple(lengths.shape)}")
-        bad = (lengths < 0) | (lengths > width)
-        if bool(bad.any()):  # one host sync, only on this validation path
-            i = int(bad.nonzero()[0, 0])
-            raise ValueError(f"lengths[{i}] = {int(lengths[i])} is outside [0, {width}]")
-        mode, len_arg = 1, lengths
+        mode, len_arg = 1, lengths.contiguous()
     elif mask is not None:
-        mask = torch.as_tensor(mask, device=device)
-        if mask.shape != tokens.shape:
-            raise ValueError(f"mask must have the tokens' shape {tuple(tokens.shape)}, got {tuple(mask.shape)}")
-        mask_arg = mask.to(torch.bool).view(torch.uint8) if mask.dtype == torch.bool else (mask != 0).view(torch.uint8)
+        mask_arg = mask.view(torch.uint8)
         mode, mstride = 2, (mask_arg.stride(0), mask_arg.stride(1))
     block_cols = min(block_cols, triton.next_power_of_2(max(width, 1)))
     grid = (triton.cdiv(rows, block_rows),)

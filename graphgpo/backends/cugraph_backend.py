@@ -19,19 +19,10 @@ import math
 
 import torch
 
-from graphgpo.backends.torch_backend import (
-    discounted_returns,
-    episode_advantages,
-    graph_returns,
-    graph_stats,
-    segment_normalize,
-    step_groups,
-    trajectory_advantages,
-)
-from graphgpo.backends.torch_graph import StepGraph, group_fill_unreachable, reverse_csr, success_edges
+from graphgpo.backends import torch_backend
+from graphgpo.backends.torch_graph import StepGraph
 from graphgpo.output import AdvantageOutput
 
-METHODS = ("graphgpo", "gigpo", "grpo", "rloo")
 F64 = torch.float64
 
 
@@ -61,17 +52,13 @@ def cugraph_distances(graph: StepGraph, csr) -> torch.Tensor:
     num_nodes = graph.num_nodes
     if num_nodes >= 2**31 - 1:
         raise ValueError(f"num_nodes = {num_nodes} exceeds pylibcugraph's int32 vertex ids")
-    # Distinct edges of the reversed graph: sink-side node -> state-side node.
-    key = csr.dst * num_nodes + csr.src
-    first = torch.ones_like(key, dtype=torch.bool)
-    first[1:] = key[1:] != key[:-1]
-    rev_src = csr.dst[first].to(torch.int32)
-    rev_dst = csr.src[first].to(torch.int32)
+    # The reversed graph: sink-side node -> state-side node. reverse_csr already merged parallel edges
+    # (keeping the cheapest cost), so these are distinct.
+    rev_src = csr.dst.to(torch.int32)
+    rev_dst = csr.src.to(torch.int32)
     weighted = csr.cost is not None
-    if weighted:  # cheapest of parallel edges (the CSR sort kept them adjacent)
-        edge_id = torch.cumsum(first.long(), 0) - 1
-        weight = torch.full((int(first.sum()),), math.inf, dtype=F64, device=device)
-        weight.scatter_reduce_(0, edge_id, csr.cost, "amin")
+    if weighted:
+        weight = csr.cost
     sinks = (graph.num_state_nodes + torch.nonzero(graph.has_success).flatten()).to(torch.int32)
     dist = torch.full((num_nodes,), math.inf, dtype=F64, device=device)
     if sinks.numel() == 0:
@@ -116,44 +103,7 @@ def cugraph_distances(graph: StepGraph, csr) -> torch.Tensor:
 
 def compute(batch, method: str, config) -> AdvantageOutput:
     """Advantages of ``method`` for every row of ``batch`` (CUDA tensors), distances from pylibcugraph."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}; got {method!r}")
-    if batch.num_rows == 0:
-        return AdvantageOutput.empty(method, "cugraph", batch.device)
-    _check_cuda(batch)
-    _load()
-
-    graph = success_edges(batch)
-    csr = reverse_csr(graph)
-    dist = cugraph_distances(graph, csr)
-    step_group, num_step_groups = step_groups(graph)
-    stats = graph_stats(graph, dist, csr.num_unique_edges, step_group, num_step_groups)
-
-    zeros = torch.zeros(batch.num_rows, dtype=F64, device=batch.device)
-    d_state = d_next = None
-    if method in ("graphgpo", "gigpo"):
-        if method == "graphgpo":
-            d = group_fill_unreachable(dist, graph)
-            d_state, d_next = d[graph.src], d[graph.dst]
-            returns = graph_returns(d_state, d_next, batch, config)
-        else:
-            returns = discounted_returns(batch, config.gamma, config.invalid_penalty)
-        step_adv = segment_normalize(returns, step_group, num_step_groups, config.normalize, config.eps)
-        episode_adv = episode_advantages(batch, config)
-        advantages = config.step_weight * step_adv + config.episode_weight * episode_adv
-    else:
-        returns, step_adv, step_group = batch.episode_reward.clone(), zeros, None
-        episode_adv = advantages = trajectory_advantages(batch, method, config)
-
-    return AdvantageOutput(
-        advantages=advantages.to(torch.float32),
-        step_advantages=step_adv,
-        episode_advantages=episode_adv,
-        returns=returns,
-        d_state=d_state,
-        d_next=d_next,
-        step_group=step_group,
-        stats=stats,
-        method=method,
-        backend="cugraph",
-    )
+    if batch.num_rows:
+        _check_cuda(batch)
+        _load()
+    return torch_backend.compute(batch, method, config, distances=cugraph_distances, backend="cugraph")

@@ -206,17 +206,21 @@ def graph_stats(graph: StepGraph, dist: torch.Tensor, num_unique_edges: int, ste
     }
 
 
-def compute(batch, method: str, config) -> AdvantageOutput:
-    """Advantages of ``method`` ("graphgpo", "gigpo", "grpo", "rloo") for every row of ``batch``."""
+def compute(batch, method: str, config, *, distances=shortest_distances, backend: str = "torch") -> AdvantageOutput:
+    """Advantages of ``method`` ("graphgpo", "gigpo", "grpo", "rloo") for every row of ``batch``.
+
+    ``distances(graph, csr)`` is the shortest-distance step; other backends (cugraph) pass their own and
+    reuse the rest of this pipeline.
+    """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}; got {method!r}")
     if batch.num_rows == 0:
-        return AdvantageOutput.empty(method, "torch", batch.device)
+        return AdvantageOutput.empty(method, backend, batch.device)
 
     # The graph is built for every method: the diagnostics describe the batch, not the method.
     graph = success_edges(batch)
     csr = reverse_csr(graph)
-    dist = shortest_distances(graph, csr)
+    dist = distances(graph, csr)
     step_group, num_step_groups = step_groups(graph)
     stats = graph_stats(graph, dist, csr.num_unique_edges, step_group, num_step_groups)
 
@@ -246,5 +250,5 @@ def compute(batch, method: str, config) -> AdvantageOutput:
         step_group=step_group,
         stats=stats,
         method=method,
-        backend="torch",
+        backend=backend,
     )
