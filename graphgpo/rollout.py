@@ -67,6 +67,8 @@ class RolloutResult:
     """Per episode: number of steps."""
     task_seeds: list[int]
     """Per group: the seed its G copies were reset with."""
+    task_types: list[str] = field(default_factory=list)
+    """Per episode: the environment's ``task_type`` from reset's info (ALFWorld's six types), else its name."""
     stats: dict[str, float] = field(default_factory=dict)
     """success_rate, mean_length, invalid_rate, mean_return."""
 
@@ -97,6 +99,7 @@ def collect_rollouts(manager, policy: Callable[[list[str]], Sequence[Any]], *,
     n = len(first)
     current = list(first)  # latest EnvStep per environment
     task = [s.info.get("task", "") for s in first]
+    task_types = [str(s.info.get("task_type", manager.env_name)) for s in first]
     history: list[list[tuple[str, str]]] = [[] for _ in range(n)]
     rows: list[list[dict]] = [[] for _ in range(n)]  # per trajectory, filled in step order
     won = [bool(s.info.get("won", False)) for s in first]
@@ -165,7 +168,15 @@ def collect_rollouts(manager, policy: Callable[[list[str]], Sequence[Any]], *,
     }
     return RolloutResult(records=records, batch=batch, prompts=prompts_out, generations=gens_out,
                          actions=actions_out, success=list(won), returns=returns, lengths=lengths,
-                         task_seeds=task_seeds, stats=stats)
+                         task_seeds=task_seeds, task_types=task_types, stats=stats)
+
+
+def success_by_task_type(result: RolloutResult) -> dict[str, float]:
+    """Success rate per task type, in sorted type order."""
+    outcomes: dict[str, list[bool]] = {}
+    for task_type, won in zip(result.task_types, result.success):
+        outcomes.setdefault(task_type, []).append(won)
+    return {t: sum(v) / len(v) for t, v in sorted(outcomes.items())}
 
 
 _ADMISSIBLE_RE = re.compile(r"Your admissible actions are: (.*)\.\s*$", re.MULTILINE)

@@ -173,3 +173,13 @@ def test_seams_explain_what_to_install():
     except ImportError:
         with pytest.raises(ImportError, match="princeton-nlp/WebShop"):
             envs.make("webshop")
+
+
+def test_alfworld_task_type_from_game_path():
+    from graphgpo.envs.alfworld import alfworld_task_type
+
+    path = "/data/json_2.1.1/valid_seen/pick_clean_then_place_in_recep-Mug-None-CoffeeMachine-10/trial_T2019/game.tw-pddl"
+    assert alfworld_task_type(path) == "pick_clean_then_place_in_recep"
+    assert alfworld_task_type("x/pick_two_obj_and_place-Book-None-Shelf-3/t/game.tw-pddl") == "pick_two_obj_and_place"
+    with pytest.raises(ValueError, match="no ALFWorld task type"):
+        alfworld_task_type("x/somewhere/game.tw-pddl")

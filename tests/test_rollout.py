@@ -167,3 +167,14 @@ def test_executors_give_the_serial_result(executor):
     other = compact_rollout(executor, tasks=[1, 2], group_size=2, max_steps=6,
                            num_workers=2 if executor == "thread" else 1)  # one process: spawn imports torch
     assert other.records == serial.records
+
+
+def test_success_by_task_type():
+    from graphgpo.rollout import success_by_task_type
+
+    result = compact_rollout(tasks=range(4), group_size=2, max_steps=6)
+    assert result.task_types == ["sokoban"] * 8  # Sokoban has one task type: the env's name
+    assert success_by_task_type(result) == {"sokoban": sum(result.success) / 8}
+    result.task_types = ["a", "b"] * 4
+    result.success = [True, False, True, True, False, False, True, False]
+    assert success_by_task_type(result) == {"a": 3 / 4, "b": 1 / 4}

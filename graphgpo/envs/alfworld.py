@@ -106,6 +106,21 @@ def alfworld_state_key(observation: str, tracker: AlfWorldTracker,
             tuple(sorted(admissible_commands)))
 
 
+ALFWORLD_TASK_TYPES = ("pick_and_place_simple", "look_at_obj_in_light", "pick_clean_then_place_in_recep",
+                       "pick_heat_then_place_in_recep", "pick_cool_then_place_in_recep", "pick_two_obj_and_place")
+"""ALFWorld's six task types; a game's folder name starts with its type (e.g. pick_and_place_simple-Book-...)."""
+
+
+def alfworld_task_type(game_file: str) -> str:
+    """Task type of an ALFWorld game from its path (.../<type>-<object>-...-<receptacle>/trial_.../game.tw-pddl)."""
+    for part in reversed(os.path.normpath(game_file).split(os.sep)):
+        for task_type in ALFWORLD_TASK_TYPES:
+            if part.startswith(task_type + "-"):
+                return task_type
+    raise ValueError(f"game file {game_file!r}: no ALFWorld task type ({', '.join(ALFWORLD_TASK_TYPES)}) "
+                     "in its folder names")
+
+
 @dataclass
 class AlfWorldConfig:
     """Options of the ALFWorld seam."""
@@ -160,6 +175,7 @@ class AlfWorldEnv:
         task = self._obs.split("Your task is to:")[-1].strip() if "Your task is to:" in self._obs else ""
         info = self._info(valid=True)
         info["task"] = task
+        info["task_type"] = alfworld_task_type(path)
         return self._obs, info
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict]:

@@ -268,7 +268,7 @@ class Trainer:
 
     def evaluate(self, iteration: int, *, num_tasks: int | None = None, temperature: float | None = None) -> dict:
         """Held-out tasks, one episode each, at ``eval_temperature`` (0 = greedy)."""
-        from graphgpo.rollout import collect_rollouts
+        from graphgpo.rollout import collect_rollouts, success_by_task_type
 
         cfg = self.cfg
         temperature = cfg.eval_temperature if temperature is None else temperature
@@ -278,7 +278,8 @@ class Trainer:
         result = collect_rollouts(self.eval_manager, sampler, task_seeds=seeds, template=self.template)
         return {"eval_success_rate": result.stats["success_rate"], "eval_mean_return": result.stats["mean_return"],
                 "eval_mean_length": result.stats["mean_length"],
-                "eval_valid_action_rate": 1.0 - result.stats["invalid_rate"]}
+                "eval_valid_action_rate": 1.0 - result.stats["invalid_rate"],
+                "eval_success_by_task_type": success_by_task_type(result)}
 
     def measure_random_baseline(self) -> float:
         """Success of a uniform-random policy over the action words on the eval tasks (cached in the run)."""
@@ -398,6 +399,7 @@ class Trainer:
             "iterations": self.iteration,
             "eval_success_rate": evals[-1]["eval_success_rate"] if evals else None,
             "eval_iteration": evals[-1]["iteration"] if evals else None,
+            "eval_success_by_task_type": evals[-1].get("eval_success_by_task_type") if evals else None,
             "best_eval_success_rate": max((r["eval_success_rate"] for r in evals), default=None),
             "random_policy_success_rate": self.random_baseline,
             "train_success_rate_last10": float(np.mean([r["success_rate"] for r in last])) if last else None,
