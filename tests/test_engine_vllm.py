@@ -160,7 +160,9 @@ def test_generation_shape_and_alignment(setup):
     assert len(gens) == len(PROMPTS)
     for prompt, gen in zip(PROMPTS, gens):
         words = prompt.split()
-        assert gen.prompt_ids == [policy.tokenizer.bos_token_id] + policy.tokenizer.convert_tokens_to_ids(words)
+        # The embedded tokenizer frames every prompt as [BOS] words [ACT] (the action is read at [ACT]).
+        expected = policy.tokenizer.convert_tokens_to_ids(["[BOS]", *words, "[ACT]"])
+        assert gen.prompt_ids == expected
         assert len(gen.response_ids) == 6 and len(gen.logprobs) == 6
         assert gen.finish_reason == "length"  # the tiny model has no EOS token
         words = [w for w in policy.tokenizer.convert_ids_to_tokens(gen.response_ids) if w not in SPECIAL_TOKENS]

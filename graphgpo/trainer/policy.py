@@ -227,6 +227,8 @@ def build_word_tokenizer(words: Iterable[str]):
     core.post_processor = processors.TemplateProcessing(
         single="[BOS] $A [ACT]", special_tokens=[("[BOS]", vocab["[BOS]"]), ("[ACT]", vocab["[ACT]"])])
     tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]")
+    # [ACT] is special too, so decoding with skip_special_tokens drops it (HF and vLLM alike).
+    tok.add_special_tokens({"additional_special_tokens": ["[ACT]"]})
     tok.padding_side = "left"
     return tok
 
