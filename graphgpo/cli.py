@@ -7,6 +7,7 @@
     graphgpo eval RUN_DIR [--tasks 512] [--temperature 0.4]
     graphgpo plot RUN_DIR [RUN_DIR ...] [--output comparison.png]
     graphgpo viz RUN_DIR [--task N]                   # state graph of one task, edges coloured by advantage
+    graphgpo diagnose RUN_DIR [RUN_DIR ...]           # per-step credit diagnostics of each method on fresh rollouts
     graphgpo presets
 """
 
@@ -44,8 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--labels", nargs="*", help="one label per run (default: directory names)")
     plot.add_argument("--smooth", type=int, default=10, help="moving-average window of training success")
 
-    # Listed for --help; main() hands `viz` its arguments untouched (it has its own parser).
+    # Listed for --help; main() hands `viz` and `diagnose` their arguments untouched (they have their own parsers).
     sub.add_parser("viz", help="draw one task's state graph with each method's advantages (graphgpo viz -h)")
+    sub.add_parser("diagnose", help="credit diagnostics of every method on a run's rollouts (graphgpo diagnose -h)")
 
     sub.add_parser("presets", help="list the bundled config presets")
     return parser
@@ -117,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         from graphgpo.analysis.graph_view import viz_main
 
         return viz_main(argv[1:])
+    if argv[:1] == ["diagnose"]:
+        from graphgpo.analysis.diagnostics import diagnose_main
+
+        return diagnose_main(argv[1:])
     args = _parser().parse_args(argv)
     handler = {"train": _train, "eval": _eval, "plot": _plot, "presets": _presets}[args.command]
     try:
