@@ -34,6 +34,7 @@ __all__ = [
     "episode_advantages",
     "discounted_returns",
     "trajectory_advantages",
+    "trajectory_output",
     "graph_stats",
 ]
 
@@ -224,31 +225,27 @@ def compute(batch, method: str, config, *, distances=shortest_distances, backend
     step_group, num_step_groups = step_groups(graph)
     stats = graph_stats(graph, dist, csr.num_unique_edges, step_group, num_step_groups)
 
+    if method not in ("graphgpo", "gigpo"):
+        return trajectory_output(batch, method, config, stats, backend)
     d_state = d_next = None
-    if method in ("graphgpo", "gigpo"):
-        if method == "graphgpo":
-            d = group_fill_unreachable(dist, graph)
-            d_state, d_next = d.index_select(0, graph.src), d.index_select(0, graph.dst)
-            returns = graph_returns(d_state, d_next, batch, config)
-        else:
-            returns = discounted_returns(batch, config.gamma, config.invalid_penalty)
-        step_adv = segment_normalize(returns, step_group, num_step_groups, config.normalize, config.eps)
-        episode_adv = episode_advantages(batch, config)
-        advantages = config.step_weight * step_adv + config.episode_weight * episode_adv
+    if method == "graphgpo":
+        d = group_fill_unreachable(dist, graph)
+        d_state, d_next = d.index_select(0, graph.src), d.index_select(0, graph.dst)
+        returns = graph_returns(d_state, d_next, batch, config)
     else:
-        returns, step_group = batch.episode_reward.clone(), None
-        step_adv = torch.zeros(batch.num_rows, dtype=F64, device=batch.device)
-        episode_adv = advantages = trajectory_advantages(batch, method, config)
+        returns = discounted_returns(batch, config.gamma, config.invalid_penalty)
+    step_adv = segment_normalize(returns, step_group, num_step_groups, config.normalize, config.eps)
+    episode_adv = episode_advantages(batch, config)
+    advantages = config.step_weight * step_adv + config.episode_weight * episode_adv
+    return AdvantageOutput(advantages=advantages.to(torch.float32), step_advantages=step_adv,
+                           episode_advantages=episode_adv, returns=returns, d_state=d_state, d_next=d_next,
+                           step_group=step_group, stats=stats, method=method, backend=backend)
 
-    return AdvantageOutput(
-        advantages=advantages.to(torch.float32),
-        step_advantages=step_adv,
-        episode_advantages=episode_adv,
-        returns=returns,
-        d_state=d_state,
-        d_next=d_next,
-        step_group=step_group,
-        stats=stats,
-        method=method,
-        backend=backend,
-    )
+
+def trajectory_output(batch, method: str, config, stats: dict, backend: str) -> AdvantageOutput:
+    """GRPO / RLOO output (shared by the backends): one value per trajectory, no step part."""
+    value = trajectory_advantages(batch, method, config)
+    return AdvantageOutput(advantages=value.to(torch.float32),
+                           step_advantages=torch.zeros(batch.num_rows, dtype=F64, device=batch.device),
+                           episode_advantages=value, returns=batch.episode_reward.clone(), d_state=None,
+                           d_next=None, step_group=None, stats=stats, method=method, backend=backend)

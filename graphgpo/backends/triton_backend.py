@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from graphgpo.backends.torch_backend import graph_stats, trajectory_advantages
+from graphgpo.backends.torch_backend import graph_stats, step_groups, trajectory_output
 from graphgpo.backends.torch_graph import StepGraph, is_success_step
 from graphgpo.kernels import check_device
 from graphgpo.kernels.dedup import dense_ids, unique_edges
@@ -32,7 +32,6 @@ from graphgpo.kernels.tail import discounted_returns, fused_advantages
 from graphgpo.output import AdvantageOutput
 
 METHODS = ("graphgpo", "gigpo", "grpo", "rloo")
-F64 = torch.float64
 
 
 def build_graph(batch) -> tuple[StepGraph, torch.Tensor]:
@@ -62,14 +61,6 @@ def graph_distances(graph: StepGraph):
     return dist, edge_src.numel()
 
 
-def step_groups(graph: StepGraph) -> tuple[torch.Tensor, int]:
-    """Dense (group, state) id per row in sorted order: the rank of the row's node among state nodes."""
-    is_state = torch.zeros(graph.num_state_nodes, dtype=torch.int64, device=graph.src.device)
-    is_state[graph.src] = 1
-    rank = torch.cumsum(is_state, 0)
-    return rank[graph.src] - 1, int(rank[-1])
-
-
 def compute(batch, method: str, config) -> AdvantageOutput:
     """Advantages of ``method`` ("graphgpo", "gigpo", "grpo", "rloo") for every row of ``batch``."""
     if method not in METHODS:
@@ -83,36 +74,20 @@ def compute(batch, method: str, config) -> AdvantageOutput:
     step_group, num_step_groups = step_groups(graph)
     stats = graph_stats(graph, dist, num_unique_edges, step_group, num_step_groups)
 
+    if method not in ("graphgpo", "gigpo"):
+        return trajectory_output(batch, method, config, stats, "triton")
+    common = dict(group=batch.group, step_group=step_group, num_step_groups=num_step_groups,
+                  num_groups=graph.num_groups, valid=batch.valid, episode_reward=batch.episode_reward,
+                  step=batch.step, config=config)
     d_state = d_next = None
-    if method in ("graphgpo", "gigpo"):
-        common = dict(group=batch.group, step_group=step_group, num_step_groups=num_step_groups,
-                      num_groups=graph.num_groups, valid=batch.valid, episode_reward=batch.episode_reward,
-                      step=batch.step, config=config)
-        if method == "graphgpo":
-            out = fused_advantages(mode=config.graph_return, src=graph.src, dst=graph.dst, to_success=to_success,
-                                   cost=batch.cost, dist=dist, node_group=graph.node_group,
-                                   has_success=graph.has_success, **common)
-            d_state, d_next = out["d_state"], out["d_next"]
-        else:
-            step_return = discounted_returns(batch.traj, batch.step, batch.reward, batch.num_trajs, config.gamma)
-            out = fused_advantages(mode="given", given_returns=step_return, **common)
-        returns, step_adv = out["returns"], out["step_advantages"]
-        episode_adv, advantages = out["episode_advantages"], out["advantages"]
+    if method == "graphgpo":
+        out = fused_advantages(mode=config.graph_return, src=graph.src, dst=graph.dst, to_success=to_success,
+                               cost=batch.cost, dist=dist, node_group=graph.node_group,
+                               has_success=graph.has_success, **common)
+        d_state, d_next = out["d_state"], out["d_next"]
     else:
-        returns = batch.episode_reward.clone()
-        step_adv = torch.zeros(batch.num_rows, dtype=F64, device=batch.device)
-        episode_adv = trajectory_advantages(batch, method, config)
-        advantages, step_group = episode_adv.to(torch.float32), None
-
-    return AdvantageOutput(
-        advantages=advantages,
-        step_advantages=step_adv,
-        episode_advantages=episode_adv,
-        returns=returns,
-        d_state=d_state,
-        d_next=d_next,
-        step_group=step_group,
-        stats=stats,
-        method=method,
-        backend="triton",
-    )
+        step_return = discounted_returns(batch.traj, batch.step, batch.reward, batch.num_trajs, config.gamma)
+        out = fused_advantages(mode="given", given_returns=step_return, **common)
+    return AdvantageOutput(advantages=out["advantages"], step_advantages=out["step_advantages"],
+                           episode_advantages=out["episode_advantages"], returns=out["returns"], d_state=d_state,
+                           d_next=d_next, step_group=step_group, stats=stats, method=method, backend="triton")
