@@ -221,3 +221,9 @@ def test_engine_logprobs_match_the_training_forward(kind, tmp_path):
     # same seed, same samples
     again = HFEngine(policy).generate(prompts, SamplingParams(temperature=0.7, max_new_tokens=max_new, seed=5))
     assert [g.response_ids for g in again] == [g.response_ids for g in gens]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_device_without_cuda_is_a_clear_config_error():
+    with pytest.raises(ValueError, match=r"device: 'cuda' was asked for"):
+        load_config(None, ["device=cuda"])

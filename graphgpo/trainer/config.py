@@ -259,6 +259,12 @@ class TrainConfig:
             raise ValueError("max_completion_length must be 1 for the embedded model (one action token per step)")
         if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ValueError(f"device: {self.device!r} was asked for, but this torch has no usable CUDA "
+                                 f"(torch {torch.__version__}); use device=cpu or device=auto")
         return self
 
     # ------------------------------------------------------------------ (de)serialisation
