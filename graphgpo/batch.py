@@ -138,14 +138,14 @@ class StepBatch:
         arrays = {
             "group": np.asarray(group_ids, dtype=np.int64),
             "traj": np.asarray(traj_ids, dtype=np.int64),
-            "step": _int_column(cols["step"], "step"),
+            "step": int_column(cols["step"], "field 'step'"),
             "state": np.asarray(state, dtype=np.int64),
             "next_state": np.asarray(next_state, dtype=np.int64),
-            "success": _bool_column(cols["success"], "success"),
-            "valid": _bool_column(cols["valid"], "valid"),
-            "episode_reward": _float_column(cols["episode_reward"], "episode_reward"),
-            "reward": _float_column(cols["reward"], "reward"),
-            "cost": _float_column(cols["cost"], "cost") if has_cost else None,
+            "success": bool_column(cols["success"], "field 'success'"),
+            "valid": bool_column(cols["valid"], "field 'valid'"),
+            "episode_reward": float_column(cols["episode_reward"], "field 'episode_reward'"),
+            "reward": float_column(cols["reward"], "field 'reward'"),
+            "cost": float_column(cols["cost"], "field 'cost'") if has_cost else None,
         }
         tensors = {k: (torch.from_numpy(v).to(device) if v is not None else None) for k, v in arrays.items()}
         batch = cls(**tensors, group_labels=group_labels, traj_labels=traj_labels,
@@ -274,43 +274,50 @@ def _hash_column(hasher: KeyHasher, values: Sequence, name: str) -> list[int]:
         raise
 
 
-def _int_column(values: Sequence, name: str) -> np.ndarray:
+# These converters are shared with graphgpo.integrations.verl; ``label`` names the column in errors
+# ("field 'reward'", "key 'is_action_valid'").
+
+def int_column(values: Sequence, label: str) -> np.ndarray:
+    """int64 array of a column of integers (bools rejected), or ValueError naming the first bad row."""
     arr = np.asarray(values)
     if arr.dtype.kind in "iu" and arr.ndim == 1:
         return arr.astype(np.int64, copy=False)
     for i, v in enumerate(values):
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-            raise ValueError(f"row {i}: field '{name}' must be an integer, got {v!r}")
+            raise ValueError(f"row {i}: {label} must be an integer, got {v!r}")
     return np.asarray(values, dtype=np.int64)
 
 
-def _bool_column(values: Sequence, name: str) -> np.ndarray:
+def bool_column(values: Sequence, label: str, *, accept_float: bool = False) -> np.ndarray:
+    """bool array of a column of bools or 0/1 integers (and 0.0/1.0 floats with ``accept_float``)."""
     arr = np.asarray(values)
     if arr.ndim == 1 and arr.dtype.kind == "b":
         return arr
     if arr.ndim == 1 and arr.dtype.kind in "iu" and bool(np.isin(arr, (0, 1)).all()):
         return arr.astype(bool)
+    numbers = (int, np.integer, float, np.floating) if accept_float else (int, np.integer)
+    out = np.empty(len(values), dtype=bool)
     for i, v in enumerate(values):
-        if not (isinstance(v, (bool, np.bool_)) or (isinstance(v, (int, np.integer)) and v in (0, 1))):
-            raise ValueError(f"row {i}: field '{name}' must be a bool (or 0/1), got {v!r}")
-    return arr.astype(bool)
+        if not (isinstance(v, (bool, np.bool_)) or (isinstance(v, numbers) and v in (0, 1))):
+            raise ValueError(f"row {i}: {label} must be a bool (or 0/1), got {v!r}")
+        out[i] = bool(v)
+    return out
 
 
-def _float_column(values: Sequence, name: str) -> np.ndarray:
+def float_column(values: Sequence, label: str) -> np.ndarray:
+    """float64 array of a column of numbers, or ValueError naming the first bad row."""
     try:
         arr = np.asarray(values, dtype=np.float64)
         if arr.ndim != 1:
             raise ValueError
     except (TypeError, ValueError):
         for i, v in enumerate(values):
-            if isinstance(v, (bool, np.bool_)):
-                continue
             try:
-                float(v)
                 if np.ndim(v) != 0:
                     raise TypeError
+                float(v)
             except (TypeError, ValueError):
-                raise ValueError(f"row {i}: field '{name}' must be a number, got {v!r}") from None
+                raise ValueError(f"row {i}: {label} must be a number, got {v!r}") from None
         raise
     return arr
 

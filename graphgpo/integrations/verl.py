@@ -81,7 +81,7 @@ except ImportError as err:  # pragma: no cover - exercised only without verl
     raise ImportError("graphgpo.integrations.verl needs verl: pip install 'graphgpo[verl]'") from err
 
 from graphgpo.api import compute_advantages
-from graphgpo.batch import KeyCollisionWarning, StepBatch
+from graphgpo.batch import KeyCollisionWarning, StepBatch, bool_column, float_column, int_column
 from graphgpo.hashing import KeyHasher
 from graphgpo.output import AdvantageOutput
 
@@ -225,14 +225,7 @@ def _int_tensor(values, key: str, n: int, device) -> torch.Tensor:
     arr = np.asarray(values)
     if arr.ndim != 1:
         raise ValueError(f"key {key!r}: expected one integer per row, got shape {arr.shape}")
-    if arr.dtype.kind in "iu":
-        return torch.from_numpy(arr.astype(np.int64)).to(device)
-    out = np.empty(n, dtype=np.int64)
-    for i, v in enumerate(arr):
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-            raise ValueError(f"row {i}: key {key!r} must be an integer, got {v!r}")
-        out[i] = int(v)
-    return torch.from_numpy(out).to(device)
+    return torch.from_numpy(int_column(values, f"key {key!r}")).to(device)
 
 
 def _float_tensor(values, key: str, n: int, device) -> torch.Tensor:
@@ -241,20 +234,7 @@ def _float_tensor(values, key: str, n: int, device) -> torch.Tensor:
         if values.dim() != 1:
             raise ValueError(f"key {key!r}: expected one number per row, got shape {tuple(values.shape)}")
         return values.to(device=device, dtype=torch.float64)
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-        if arr.ndim != 1:
-            raise ValueError
-    except (TypeError, ValueError):
-        for i, v in enumerate(values):
-            try:
-                if np.ndim(v) != 0:
-                    raise TypeError
-                float(v)
-            except (TypeError, ValueError):
-                raise ValueError(f"row {i}: key {key!r} must be a number, got {v!r}") from None
-        raise
-    return torch.from_numpy(arr).to(device)
+    return torch.from_numpy(float_column(values, f"key {key!r}")).to(device)
 
 
 def _bool_tensor(values, key: str, n: int, device) -> torch.Tensor:
@@ -265,18 +245,8 @@ def _bool_tensor(values, key: str, n: int, device) -> torch.Tensor:
             row = int(((t != 0) & (t != 1)).nonzero()[0, 0])
             raise ValueError(f"row {row}: key {key!r} must be a bool (or 0/1), got {t[row].item()!r}")
         return t.to(torch.bool)
-    arr = np.asarray(values)
-    if arr.ndim == 1 and arr.dtype.kind == "b":
-        return torch.from_numpy(arr.copy()).to(device)
-    if arr.ndim == 1 and arr.dtype.kind in "iu" and bool(np.isin(arr, (0, 1)).all()):
-        return torch.from_numpy(arr.astype(bool)).to(device)
-    out = np.empty(n, dtype=bool)
-    for i, v in enumerate(values):
-        if isinstance(v, (bool, np.bool_)) or (isinstance(v, (int, np.integer, float, np.floating)) and v in (0, 1)):
-            out[i] = bool(v)
-        else:
-            raise ValueError(f"row {i}: key {key!r} must be a bool (or 0/1), got {v!r}")
-    return torch.from_numpy(out).to(device)
+    # verl-agent batches may carry the flag as 0.0/1.0 floats: accepted here (not in from_records).
+    return torch.from_numpy(bool_column(values, f"key {key!r}", accept_float=True).copy()).to(device)
 
 
 def _state_tensor(values, key: str, n: int, device, hasher: KeyHasher) -> torch.Tensor:
