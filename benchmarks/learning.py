@@ -46,15 +46,21 @@ METHODS = ("grpo", "gigpo", "graphgpo", "rloo")
 
 # The embedded tasks. "easy" is the trainer's embedded default (random-policy success ~0.28); "hard" is the
 # 6x6 room with 10 reverse moves and 15 steps (random ~0.20, /work/shared/EMBEDDED_DEFAULT.md).
-# TextWorld has no fixed action vocabulary, so the embedded one-token model cannot play it: it needs a
-# Hugging Face model (--model), which cannot be downloaded on the CPU machine this was written on.
+# "textworld": 32 generated easy games (2 rooms, 4 objects, 2-step quests), 10 steps per episode, played
+# by the embedded model through TextWorld's compact numbered menu (goal + admissible commands, answer #k).
+# Its in-training evaluation is on the 32 training games (can the method master them?); "heldout" names
+# the overrides of a second evaluation after training, on 32 other games (does it generalise?).
+# "eval_label" says which tasks the in-training evaluation plays.
 TASKS: dict[str, dict[str, Any]] = {
     "sokoban-easy": {"env": "sokoban", "max_steps": 12, "env_kwargs": {
         "generator": "simple", "interior": [5, 5], "reverse_moves": 6, "pull_prob": 0.8, "render": "compact"}},
     "sokoban-hard": {"env": "sokoban", "max_steps": 15, "env_kwargs": {
         "generator": "simple", "interior": [6, 6], "reverse_moves": 10, "pull_prob": 0.8, "render": "compact"}},
-    "textworld": {"env": "textworld", "max_steps": 20, "prompt_style": "full", "env_kwargs": {}},
+    "textworld": {"env": "textworld", "max_steps": 10, "prompt_style": "compact", "eval_label": "training games",
+                  "env_kwargs": {"difficulty": "easy", "game_pool_size": 32},
+                  "heldout": ["eval_env_kwargs.game_pool_offset=1000"]},
 }
+EVAL_LABEL = "held-out rooms"
 
 
 @dataclass
@@ -160,12 +166,37 @@ def run_one(cfg: LearningConfig, task: str, method: str, seed: int) -> str:
     run_dir = run_dir_for(cfg, task, method, seed)
     state = run_state(run_dir, cfg.iterations)
     if state == "done":
-        return "skipped (done)"
-    tc = train_config(cfg, task, method, seed)
-    if state == "fresh" and run_dir.exists():
-        shutil.rmtree(run_dir)  # killed before its first checkpoint: nothing to keep
-    train(tc, resume=state == "resume")
-    return "resumed" if state == "resume" else "trained"
+        what = "skipped (done)"
+    else:
+        tc = train_config(cfg, task, method, seed)
+        if state == "fresh" and run_dir.exists():
+            shutil.rmtree(run_dir)  # killed before its first checkpoint: nothing to keep
+        train(tc, resume=state == "resume")
+        what = "resumed" if state == "resume" else "trained"
+    if TASKS[task].get("heldout") and heldout_success(run_dir, cfg.iterations) is None:
+        evaluate_heldout(run_dir, task)
+        what += " + held-out eval"
+    return what
+
+
+def evaluate_heldout(run_dir: Path, task: str) -> dict[str, Any]:
+    """Greedy success of the run's last checkpoint on the task's second evaluation set (``heldout``
+    overrides), written to ``RUN_DIR/heldout_eval.json``."""
+    from graphgpo.trainer.loop import evaluate_run
+
+    result = evaluate_run(run_dir, overrides=list(TASKS[task]["heldout"]))
+    result = {"overrides": TASKS[task]["heldout"], **result}
+    (run_dir / "heldout_eval.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+    return result
+
+
+def heldout_success(run_dir: Path, iterations: int) -> float | None:
+    """The run's held-out success at ``iterations`` (None when not evaluated there)."""
+    path = run_dir / "heldout_eval.json"
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    return float(result["eval_success_rate"]) if result.get("iteration") == iterations else None
 
 
 def run_grid(cfg: LearningConfig) -> None:
@@ -208,8 +239,10 @@ class RunCurve:
     train: np.ndarray
     """Sampled training success per iteration 1..N."""
     evals: list[tuple[int, float]]
-    """(iteration, greedy held-out success)."""
+    """(iteration, greedy success on the evaluation tasks)."""
     random_baseline: float | None
+    heldout: float | None = None
+    """Greedy success on the task's second (held-out) evaluation set after the last iteration."""
 
 
 def load_run(run_dir: Path, seed: int, iterations: int) -> RunCurve | None:
@@ -222,7 +255,8 @@ def load_run(run_dir: Path, seed: int, iterations: int) -> RunCurve | None:
     evals = [(r["iteration"], float(r["eval_success_rate"])) for r in rows if "eval_success_rate" in r]
     baseline_file = run_dir / "random_baseline.json"
     baseline = json.loads(baseline_file.read_text())["random_policy_success_rate"] if baseline_file.is_file() else None
-    return RunCurve(seed, np.array([float(r["success_rate"]) for r in rows]), evals, baseline)
+    return RunCurve(seed, np.array([float(r["success_rate"]) for r in rows]), evals, baseline,
+                    heldout_success(run_dir, iterations))
 
 
 def _mean_std(values: Sequence[float]) -> dict[str, float | None]:
@@ -255,6 +289,7 @@ def summarise_task(cfg: LearningConfig, task: str) -> dict[str, Any]:
             final_eval = c.evals[-1][1] if c.evals and c.evals[-1][0] == cfg.iterations else None
             per_seed.append({
                 "seed": c.seed, "final_eval_success": final_eval, "final_train_success": float(c.train[-last:].mean()),
+                "heldout_success": c.heldout,
                 "auc": float(c.train.mean()),
                 "iters_to_half_best": first_reaching(smooth, half_best) if half_best is not None else None,
                 "iters_to_half_gain": first_reaching(smooth, half_gain) if half_gain is not None else None,
@@ -262,7 +297,7 @@ def summarise_task(cfg: LearningConfig, task: str) -> dict[str, Any]:
         methods[method] = {
             "seeds": [p["seed"] for p in per_seed], "per_seed": per_seed,
             **{key: _mean_std([p[key] for p in per_seed])
-               for key in ("final_eval_success", "final_train_success", "auc")},
+               for key in ("final_eval_success", "final_train_success", "auc", "heldout_success")},
             # a run that never reaches the bar counts as the budget + 1 in the mean (a lower bound on its time)
             **{key: {**_mean_std([p[key] if p[key] is not None else cfg.iterations + 1 for p in per_seed]),
                      "never": sum(p[key] is None for p in per_seed)}
@@ -279,6 +314,8 @@ def summarise_task(cfg: LearningConfig, task: str) -> dict[str, Any]:
                          if p["seed"] in base and p[key] is not None and base[p["seed"]][key] is not None]
                 info[f"{key}_minus_grpo"] = _mean_std(diffs)
     return {"task": task, "iterations": cfg.iterations, "random_policy_success": random_rate,
+            "eval_label": TASKS[task].get("eval_label", EVAL_LABEL),
+            "heldout": bool(TASKS[task].get("heldout")),
             "best_final_train_success": best, "half_best_threshold": half_best, "half_gain_threshold": half_gain,
             "methods": methods, "curves": {m: [c.train.tolist() for c in cs] for m, cs in curves.items()},
             "evals": {m: [c.evals for c in cs] for m, cs in curves.items()}}
@@ -300,18 +337,23 @@ def _fmt_iters(stat: dict, budget: int) -> str:
 def markdown_table(summary: dict[str, Any]) -> str:
     budget = summary["iterations"]
     rnd = summary["random_policy_success"]
+    label = summary.get("eval_label", EVAL_LABEL)
+    heldout = summary.get("heldout", False)
     lines = [f"### {summary['task']} ({budget} iterations per run)", ""]
     if rnd is not None:
-        lines.append(f"Random policy on the held-out rooms: {rnd:.3f}. Bars: 50% of best = "
+        lines.append(f"Random policy on the {label}: {rnd:.3f}. Bars: 50% of best = "
                      f"{summary['half_best_threshold']:.3f}, half the gain = {summary['half_gain_threshold']:.3f}.")
         lines.append("")
-    lines.append("| method | seeds | final held-out success (greedy) | final train success (last 10) | AUC (train) "
-                 "| iters to 50% of best | iters to half the gain | Δ final vs GRPO (paired) "
-                 "| Δ AUC vs GRPO (paired) |")
-    lines.append("|---|---|---|---|---|---|---|---|---|")
+    lines.append(f"| method | seeds | final success on the {label} (greedy) |"
+                 + (" held-out games after training (greedy) |" if heldout else "")
+                 + " final train success (last 10) | AUC (train) | iters to 50% of best | iters to half the gain "
+                 "| Δ final vs GRPO (paired) | Δ AUC vs GRPO (paired) |")
+    lines.append("|---" * (10 if heldout else 9) + "|")
     for method, m in summary["methods"].items():
         lines.append(
-            f"| {method} | {len(m['seeds'])} | {_fmt(m['final_eval_success'])} | {_fmt(m['final_train_success'])} "
+            f"| {method} | {len(m['seeds'])} | {_fmt(m['final_eval_success'])} |"
+            + (f" {_fmt(m['heldout_success'])} |" if heldout else "")
+            + f" {_fmt(m['final_train_success'])} "
             f"| {_fmt(m['auc'])} | {_fmt_iters(m['iters_to_half_best'], budget)} "
             f"| {_fmt_iters(m['iters_to_half_gain'], budget)} | {_fmt(m.get('final_eval_success_minus_grpo'))} "
             f"| {_fmt(m.get('auc_minus_grpo'))} |")
@@ -344,12 +386,13 @@ def plot_task(summary: dict[str, Any], path: Path, smooth: int) -> Path:
         if evals:
             xs = sorted(evals)
             ax.errorbar(xs, [np.mean(evals[x]) for x in xs], yerr=[np.std(evals[x]) for x in xs], color=color,
-                        marker="o", ls=":", lw=1, capsize=3, label=f"{method} (held-out, greedy)")
+                        marker="o", ls=":", lw=1, capsize=3,
+                        label=f"{method} ({summary.get('eval_label', EVAL_LABEL)}, greedy)")
     if summary["random_policy_success"] is not None:
         ax.axhline(summary["random_policy_success"], color="gray", ls="--", lw=1,
                    label=f"random policy ({summary['random_policy_success']:.2f})")
     ax.set_title(f"{summary['task']}: success rate, mean ± std over seeds (train: moving average {smooth})")
-    ax.set_xlabel("iteration (16 rooms x 8 rollouts each)")
+    ax.set_xlabel("iteration (16 tasks x 8 rollouts each)")
     ax.set_ylabel("success rate")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
@@ -362,23 +405,29 @@ def plot_task(summary: dict[str, Any], path: Path, smooth: int) -> Path:
 
 
 def write_report(cfg: LearningConfig) -> dict[str, Any]:
-    """learning.md, learning.json and <task>.png from the runs on disk."""
+    """learning.md, learning.json and <task>.png from the runs on disk. Tasks of earlier reports in the same
+    ``--out`` that this call does not cover are kept (with the command that produced them)."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    summaries = [summarise_task(cfg, task) for task in cfg.tasks]
-    sections = []
+    command = ("python benchmarks/learning.py " + " ".join(sys.argv[1:])).strip()
+    summaries = [{**summarise_task(cfg, task), "command": command, "config": asdict(cfg)} for task in cfg.tasks]
     for s in summaries:
         if any(s["curves"].values()):
             plot_task(s, out / f"{s['task']}.png", cfg.smooth)
-        sections.append(markdown_table(s))
-    command = "python benchmarks/learning.py " + " ".join(sys.argv[1:])
-    header = (f"# Learning comparison\n\nCommand: `{command.strip()}`\n\nConfig: `{json.dumps(asdict(cfg))}`\n\n"
-              "Mean ± std over seeds (runs that reached the budget). Same seed = same initial weights and the "
-              "same rooms at every iteration for every method.\n")
+    fresh = [{k: v for k, v in s.items() if k not in ("curves", "evals")} for s in summaries]
+    kept = []
+    previous = out / "learning.json"
+    if previous.is_file():
+        covered = set(cfg.tasks)
+        kept = [t for t in json.loads(previous.read_text()).get("tasks", [])
+                if t["task"] not in covered and "command" in t]
+    tasks = sorted(kept + fresh, key=lambda t: list(TASKS).index(t["task"]) if t["task"] in TASKS else len(TASKS))
+    sections = [f"{markdown_table(t)}\n\nCommand: `{t['command']}`" for t in tasks]
+    header = ("# Learning comparison\n\nMean ± std over seeds (runs that reached the budget). Same seed = same "
+              "initial weights and the same tasks at every iteration for every method.\n")
     (out / "learning.md").write_text(header + "\n" + "\n\n".join(sections) + "\n", encoding="utf-8")
-    report = {"config": asdict(cfg), "tasks": [{k: v for k, v in s.items() if k not in ("curves", "evals")}
-                                                for s in summaries]}
-    (out / "learning.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    report = {"tasks": tasks}
+    previous.write_text(json.dumps(report, indent=1), encoding="utf-8")
     for section in sections:
         print(section + "\n")
     return report

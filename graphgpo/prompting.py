@@ -8,7 +8,12 @@ Templates (``get_template(env_name, style)``) turn an environment's situation in
 * ``style="full"`` (LLMs, as the GiGPO/GraphGPO recipes): task, step count, the last ``history_length``
   (K = 2) observations and actions, the current observation, the admissible actions, and the answer
   format: reason inside ``<think>…</think>``, answer inside ``<action>…</action>``.
-* ``style="compact"`` (tiny word-level models): the current observation only, nothing else.
+* ``style="compact"`` (tiny word-level models): the current observation only, nothing else; or, for
+  templates with ``numbered_actions`` (TextWorld's compact template), the task and the admissible actions
+  as a numbered menu in lower-case words (``compact_words``): ``goal words ; #1 go east #2 take key ...``.
+  The model answers with one choice token ``#k``. The room prose is left out on purpose: the admissible
+  commands already name the room's exits, the objects in reach and what is carried, and the prose would
+  triple the prompt of a model whose cost is its sequence length.
 
 Projection (``project_action(text, vocabulary, mode=...)``) returns ``Projection(action, valid,
 reason)``:
@@ -18,7 +23,8 @@ reason)``:
   whitespace-collapsed, compared case-insensitively with ``vocabulary``. Missing tags, an empty action,
   or text outside the vocabulary → invalid.
 * ``mode="bare"``: the whole text (stripped) must be one word/phrase of the vocabulary; for tiny models
-  that emit a single action token.
+  that emit a single action token. With ``numbered_actions`` the word is a choice ``#k`` and the action
+  is the k-th admissible command; a ``k`` beyond the menu is invalid (``choice_out_of_range``).
 
 What happens to an invalid action is the environment's business (``invalid_action_policy``):
 Sokoban's template says ``"noop"``: the move is not executed (the engine sends the empty action, which
@@ -38,12 +44,21 @@ __all__ = [
     "Projection",
     "project_action",
     "get_template",
+    "compact_words",
     "TEMPLATES",
 ]
 
 _ACTION_RE = re.compile(r"<action>(.*?)</action>", re.DOTALL | re.IGNORECASE)
 _THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 _MAX_PASSTHROUGH_CHARS = 200  # text tasks: cap on raw text sent through when tags are missing
+_WORD_RE = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
+_CHOICE_RE = re.compile(r"(?<!\S)#(\d+)(?!\S)")
+
+
+def compact_words(text: str) -> list[str]:
+    """Lower-case words of ``text`` without punctuation: what word-level tokenizers see
+    ("The key's on the table!" -> ["the", "key's", "on", "the", "table"])."""
+    return _WORD_RE.findall(text.lower())
 
 
 @dataclass(frozen=True)
@@ -54,7 +69,7 @@ class Projection:
     valid: bool
     reason: str = ""
     """Why the action is invalid ("" when valid): missing_action_tag, missing_think_tag, empty_action,
-    not_in_vocabulary."""
+    not_in_vocabulary, choice_out_of_range."""
 
 
 def _normalise(text: str) -> str:
@@ -119,7 +134,11 @@ class PromptTemplate:
     invalid_action_policy: str = "pass"
     """"noop": invalid actions are not executed; "pass": extracted text goes to the environment."""
     fixed_vocabulary: tuple[str, ...] | None = None
-    """Action vocabulary when the environment has a fixed one (Sokoban); else its admissible actions."""
+    """Action vocabulary when the environment has a fixed one (Sokoban); else its admissible actions. With
+    ``numbered_actions``: the choice tokens ``#1 .. #N``."""
+    numbered_actions: bool = False
+    """Compact menu: the admissible actions are listed as ``#1 .. #k`` and the answer is a choice token,
+    so a model with a fixed output vocabulary can play tasks whose commands change every step."""
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -131,11 +150,20 @@ class PromptTemplate:
             raise ValueError(f"invalid_action_policy: expected 'noop' or 'pass', got {self.invalid_action_policy!r}")
         if self.history_length < 0:
             raise ValueError(f"history_length: must be >= 0, got {self.history_length}")
+        if self.numbered_actions and not self.fixed_vocabulary:
+            raise ValueError("numbered_actions needs fixed_vocabulary: the choice tokens #1 .. #N")
+
+    @property
+    def max_choices(self) -> int:
+        """Longest menu a numbered template can show."""
+        return len(self.fixed_vocabulary or ()) if self.numbered_actions else 0
 
     def vocabulary(self, admissible_actions: Sequence[str] | None) -> Sequence[str] | None:
         return self.fixed_vocabulary if self.fixed_vocabulary is not None else admissible_actions
 
     def render(self, ctx: PromptContext) -> str:
+        if self.style == "compact" and self.numbered_actions:
+            return self._render_menu(ctx)
         if self.style == "compact":
             return ctx.observation
         parts = [self.intro.strip()] if self.intro else []
@@ -163,9 +191,30 @@ class PromptTemplate:
             parts.append(think + "Then give exactly one admissible action inside <action> </action> tags.")
         return "\n\n".join(parts)
 
+    def _render_menu(self, ctx: PromptContext) -> str:
+        actions = list(ctx.admissible_actions or ())
+        if len(actions) > self.max_choices:
+            raise ValueError(f"step {ctx.step}: {len(actions)} admissible actions but the {self.name!r} template "
+                             f"shows at most {self.max_choices}: use get_template(..., max_choices=N) with a larger "
+                             f"N (the embedded model then needs a new tokenizer)")
+        menu = " ".join(f"{token} {' '.join(compact_words(action))}"
+                        for token, action in zip(self.fixed_vocabulary, actions))
+        return f"{' '.join(compact_words(ctx.task))} ; {menu}"
+
+    def listed_choices(self, prompt: str) -> list[str]:
+        """The choice tokens a numbered prompt lists (what a uniform-random player picks from)."""
+        return [f"#{k}" for k in _CHOICE_RE.findall(prompt.rpartition(" ; ")[2])]
+
     def project(self, text: str, admissible_actions: Sequence[str] | None) -> Projection:
-        return project_action(text, self.vocabulary(admissible_actions), mode=self.parse_mode,
-                              require_think=self.require_think)
+        projection = project_action(text, self.vocabulary(admissible_actions), mode=self.parse_mode,
+                                    require_think=self.require_think)
+        if not (self.numbered_actions and projection.valid):
+            return projection
+        index = self.fixed_vocabulary.index(projection.action)
+        actions = list(admissible_actions or ())
+        if index >= len(actions):
+            return Projection(projection.action, False, "choice_out_of_range")
+        return Projection(actions[index], True)
 
     def action_to_execute(self, projection: Projection) -> str:
         """What the engine sends to the environment for this projection."""
@@ -188,24 +237,40 @@ _WEBSHOP_INTRO = "You are an expert autonomous agent shopping on a website to bu
 
 _SOKOBAN_MOVES = ("up", "down", "left", "right")
 
+
+def choice_tokens(n: int) -> tuple[str, ...]:
+    """``("#1", ..., "#n")``: the answers of a numbered menu."""
+    return tuple(f"#{k}" for k in range(1, n + 1))
+
 TEMPLATES: dict[tuple[str, str], PromptTemplate] = {
     ("sokoban", "full"): PromptTemplate("sokoban", _SOKOBAN_INTRO, invalid_action_policy="noop",
                                         fixed_vocabulary=_SOKOBAN_MOVES),
     ("sokoban", "compact"): PromptTemplate("sokoban-compact", style="compact", parse_mode="bare",
                                            invalid_action_policy="noop", fixed_vocabulary=_SOKOBAN_MOVES),
     ("textworld", "full"): PromptTemplate("textworld", _TEXTWORLD_INTRO),
+    ("textworld", "compact"): PromptTemplate("textworld-compact", style="compact", parse_mode="bare",
+                                             invalid_action_policy="noop", numbered_actions=True,
+                                             fixed_vocabulary=choice_tokens(32)),
     ("alfworld", "full"): PromptTemplate("alfworld", _ALFWORLD_INTRO),
     ("webshop", "full"): PromptTemplate("webshop", _WEBSHOP_INTRO),
 }
 
 
-def get_template(env_name: str, style: str = "full", **overrides) -> PromptTemplate:
-    """The template for an environment and style; ``overrides`` replace fields (e.g. history_length=4)."""
+def get_template(env_name: str, style: str = "full", *, max_choices: int | None = None,
+                 **overrides) -> PromptTemplate:
+    """The template for an environment and style; ``overrides`` replace fields (e.g. history_length=4);
+    ``max_choices`` sets the menu length of a numbered template."""
     try:
         template = TEMPLATES[(env_name, style)]
     except KeyError:
         known = ", ".join(f"{e}/{s}" for e, s in sorted(TEMPLATES))
         raise ValueError(f"no prompt template for env {env_name!r} with style {style!r}; known: {known}") from None
+    if max_choices is not None:
+        if not template.numbered_actions:
+            raise ValueError(f"max_choices: template {template.name!r} has no numbered menu")
+        if max_choices < 1:
+            raise ValueError(f"max_choices: must be >= 1, got {max_choices}")
+        overrides["fixed_vocabulary"] = choice_tokens(max_choices)
     if overrides:
         from dataclasses import replace
 

@@ -185,19 +185,36 @@ _ADMISSIBLE_RE = re.compile(r"Your admissible actions are: (.*)\.\s*$", re.MULTI
 class RandomPolicy:
     """Uniform-random baseline policy.
 
-    Picks uniformly from ``actions`` or, when None, from the admissible actions listed in the prompt
-    (the full templates print them). ``style="tags"`` answers ``<think>random</think><action>a</action>``;
-    ``style="bare"`` answers the action word alone (for compact templates).
+    Picks uniformly from ``actions``: a fixed list, a function ``prompt -> list`` (e.g. a numbered
+    template's ``listed_choices``), or None for the admissible actions listed in the prompt (the full
+    templates print them). ``style="tags"`` answers ``<think>random</think><action>a</action>``;
+    ``style="bare"`` answers the action word alone (for compact templates). ``RandomPolicy.for_template``
+    builds the fair baseline of a template: uniform over what that template lets the model answer.
     """
 
-    def __init__(self, actions: Sequence[str] | None = None, *, seed: int = 0, style: str = "tags"):
+    def __init__(self, actions: Sequence[str] | Callable[[str], Sequence[str]] | None = None, *, seed: int = 0,
+                 style: str = "tags"):
         if style not in ("tags", "bare"):
             raise ValueError(f"style: expected 'tags' or 'bare', got {style!r}")
-        self.actions = list(actions) if actions is not None else None
+        self.actions = actions if (actions is None or callable(actions)) else list(actions)
         self.style = style
         self.rng = random.Random(seed)
 
-    def _choices(self, prompt: str) -> list[str]:
+    @classmethod
+    def for_template(cls, template: PromptTemplate, *, seed: int = 0) -> "RandomPolicy":
+        """Uniform over the template's fixed moves, over a numbered menu's listed choices, or over the
+        admissible actions a full template lists."""
+        style = "bare" if template.parse_mode == "bare" else "tags"
+        if template.numbered_actions:
+            return cls(template.listed_choices, seed=seed, style=style)
+        return cls(template.fixed_vocabulary, seed=seed, style=style)
+
+    def _choices(self, prompt: str) -> Sequence[str]:
+        if callable(self.actions):
+            choices = self.actions(prompt)
+            if not choices:
+                raise ValueError(f"RandomPolicy: the prompt lists no choices: {prompt[:120]!r}")
+            return choices
         if self.actions is not None:
             return self.actions
         match = _ADMISSIBLE_RE.search(prompt)

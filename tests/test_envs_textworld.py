@@ -101,6 +101,54 @@ def test_textworld_rollout_batch_with_threads(tw_cache):
     assert out.advantages.shape == (result.batch.num_rows,)
 
 
+def test_game_pool_reuses_games_and_offsets_give_other_games(tw_cache):
+    pool = envs.make("textworld", cache_dir=tw_cache, game_pool_size=2, **GAME_OPTIONS)
+    shifted = envs.make("textworld", cache_dir=tw_cache, game_pool_size=2, game_pool_offset=1, **GAME_OPTIONS)
+    plain = envs.make("textworld", cache_dir=tw_cache, **GAME_OPTIONS)
+    try:
+        assert pool.task_pool_size == 2 and plain.task_pool_size is None
+        assert envs.task_pool_size("textworld", game_pool_size=5) == 5
+        assert pool.game_for_seed(3) == pool.game_for_seed(1) == plain.game_for_seed(1)
+        assert shifted.game_for_seed(0) == plain.game_for_seed(1)  # offset 1 + 0 % 2
+        assert shifted.game_for_seed(1) == plain.game_for_seed(2)
+    finally:
+        for e in (pool, shifted, plain):
+            e.close()
+    with pytest.raises(ValueError, match="game_pool_offset"):
+        envs.make("textworld", game_pool_offset=-1)
+
+
+def test_vocabulary_covers_every_compact_prompt_along_the_walkthrough(env):
+    from graphgpo.prompting import PromptContext, get_template
+
+    template = get_template("textworld", "compact")
+    vocabulary = set(env.vocabulary(SEEDS)) | set(template.fixed_vocabulary) | {";"}
+    for seed in SEEDS:
+        _, info = env.reset(seed=seed)
+        task, seen = info["task"], []
+        for command in [*info["walkthrough"], None]:
+            ctx = PromptContext(observation="", task=task, admissible_actions=info["admissible_actions"])
+            seen.extend(template.render(ctx).split())
+            if command is None or info["won"]:
+                break
+            _, _, _, _, info = env.step(command)
+        assert set(seen) <= vocabulary, sorted(set(seen) - vocabulary)
+
+
+def test_random_menu_policy_plays_valid_commands_only(tw_cache):
+    from graphgpo.envs.vector import EnvManager
+    from graphgpo.prompting import get_template
+    from graphgpo.rollout import RandomPolicy, collect_rollouts
+
+    template = get_template("textworld", "compact")
+    options = {"cache_dir": tw_cache, **GAME_OPTIONS}
+    with EnvManager("textworld", options, group_size=3, max_steps=6, executor="serial") as manager:
+        result = collect_rollouts(manager, RandomPolicy.for_template(template, seed=2), task_seeds=list(SEEDS),
+                                  template=template)
+    assert all(r["valid"] for r in result.records)
+    assert all(a in p.rpartition(" ; ")[2] for a, p in zip(result.actions, result.prompts))
+
+
 # ------------------------------------------------------------------------------- ALFWorld state key
 # Observations recorded from ALFWorld transcripts (format of the released game engine).
 ALF_START = ("-= Welcome to TextWorld, ALFRED! =-\n\nYou are in the middle of a room. Looking quickly around "

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from benchmarks.learning import (LearningConfig, first_reaching, markdown_table, moving_average, parse_method,
-                                 run_dir_for, summarise_task)
+                                 run_dir_for, summarise_task, write_report)
 
 
 def test_moving_average_and_first_reaching():
@@ -23,8 +23,8 @@ def test_parse_method_variants():
         LearningConfig(methods=["ppo"]).validate()
 
 
-def _write_run(cfg, method, seed, train, final_eval):
-    run = run_dir_for(cfg, "sokoban-easy", method, seed)
+def _write_run(cfg, method, seed, train, final_eval, task="sokoban-easy"):
+    run = run_dir_for(cfg, task, method, seed)
     run.mkdir(parents=True)
     rows = [{"iteration": i + 1, "success_rate": s} for i, s in enumerate(train)]
     rows[-1]["eval_success_rate"] = final_eval
@@ -60,3 +60,28 @@ def test_summarise_task_by_hand(tmp_path):
     assert g["final_eval_success_minus_grpo"]["mean"] == pytest.approx(0.4)
     table = markdown_table(s)
     assert "graphgpo" in table and "0.600 ± 0.141" in table
+
+
+def test_heldout_column_and_report_keeps_other_tasks(tmp_path):
+    """TextWorld's second evaluation (held-out games) is averaged per method, only when it was taken at the
+    budget's last iteration; a report for one task keeps the other tasks already in learning.json."""
+    out = tmp_path / "out"
+    easy = LearningConfig(tasks=["sokoban-easy"], methods=["grpo"], seeds=[0], iterations=2, smooth=1,
+                          run_root=str(tmp_path), out=str(out)).validate()
+    _write_run(easy, "grpo", 0, [0.2, 0.4], 0.3)
+    write_report(easy)
+    tw = LearningConfig(tasks=["textworld"], methods=["grpo"], seeds=[0, 1, 2], iterations=2, smooth=1,
+                        run_root=str(tmp_path), out=str(out)).validate()
+    for seed, heldout, at in ((0, 0.25, 2), (1, 0.5, 2), (2, 0.9, 1)):  # seed 2 was evaluated too early
+        _write_run(tw, "grpo", seed, [0.1, 0.3], 0.5, task="textworld")
+        run = run_dir_for(tw, "textworld", "grpo", seed)
+        (run / "heldout_eval.json").write_text(json.dumps({"iteration": at, "eval_success_rate": heldout}))
+    s = summarise_task(tw, "textworld")
+    assert s["methods"]["grpo"]["heldout_success"]["mean"] == pytest.approx(0.375)
+    assert s["methods"]["grpo"]["heldout_success"]["n"] == 2
+    assert "held-out games after training" in markdown_table(s) and "training games" in markdown_table(s)
+    report = write_report(tw)
+    assert [t["task"] for t in report["tasks"]] == ["sokoban-easy", "textworld"]
+    text = (out / "learning.md").read_text()
+    assert "### sokoban-easy" in text and "### textworld" in text
+    assert "held-out games after training" not in markdown_table(report["tasks"][0])

@@ -2,7 +2,7 @@
 
 import pytest
 
-from graphgpo.prompting import PromptContext, Projection, get_template, project_action
+from graphgpo.prompting import PromptContext, Projection, compact_words, get_template, project_action
 
 MOVES = ["up", "down", "left", "right"]
 
@@ -110,3 +110,43 @@ def test_unknown_template_and_bad_override():
         get_template("chess")
     with pytest.raises(ValueError, match="history_length"):
         get_template("sokoban", history_length=-1)
+
+
+# ------------------------------------------------------------------------------- numbered menus
+MENU = ["drop mug", "go east", "take the cloak from formless safe"]
+
+
+def test_compact_words_lower_case_without_punctuation():
+    assert compact_words("First, take the Key's box! Then -- go EAST.") == [
+        "first", "take", "the", "key's", "box", "then", "go", "east"]
+
+
+def test_numbered_menu_renders_task_and_choices_and_projects_back():
+    template = get_template("textworld", "compact")
+    ctx = PromptContext(observation="long room prose", task="Take the cloak. Then, go east!", admissible_actions=MENU)
+    prompt = template.render(ctx)
+    assert prompt == "take the cloak then go east ; #1 drop mug #2 go east #3 take the cloak from formless safe"
+    assert "prose" not in prompt
+    assert template.listed_choices(prompt) == ["#1", "#2", "#3"]
+    assert template.project("#2", MENU) == Projection("go east", True, "")
+    assert template.project(" #3 ", MENU) == Projection(MENU[2], True, "")
+
+
+def test_numbered_menu_out_of_range_and_unknown_answers_are_invalid_noops():
+    template = get_template("textworld", "compact", max_choices=4)
+    assert template.fixed_vocabulary == ("#1", "#2", "#3", "#4")
+    out_of_range = template.project("#4", MENU)
+    assert out_of_range == Projection("#4", False, "choice_out_of_range")
+    assert template.action_to_execute(out_of_range) == ""  # not sent to the game
+    assert template.project("go east", MENU).reason == "not_in_vocabulary"
+    assert template.project("#9", MENU).reason == "not_in_vocabulary"
+
+
+def test_numbered_menu_longer_than_the_choice_tokens_is_an_error_naming_the_step():
+    template = get_template("textworld", "compact", max_choices=2)
+    with pytest.raises(ValueError, match=r"step 4: 3 admissible actions .* at most 2"):
+        template.render(PromptContext(observation="", step=4, admissible_actions=MENU))
+    with pytest.raises(ValueError, match="max_choices: template 'sokoban' has no numbered menu"):
+        get_template("sokoban", max_choices=3)
+    with pytest.raises(ValueError, match="max_choices: must be >= 1"):
+        get_template("textworld", "compact", max_choices=0)

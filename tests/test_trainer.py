@@ -227,3 +227,44 @@ def test_engine_logprobs_match_the_training_forward(kind, tmp_path):
 def test_cuda_device_without_cuda_is_a_clear_config_error():
     with pytest.raises(ValueError, match=r"device: 'cuda' was asked for"):
         load_config(None, ["device=cuda"])
+
+
+def test_embedded_model_plays_textworld_menus_from_a_game_pool(tmp_path, monkeypatch):
+    """The embedded one-token model on TextWorld: numbered menus, training on a pool of 2 games and
+    evaluating each game of the pool once."""
+    pytest.importorskip("textworld")
+    monkeypatch.setenv("GRAPHGPO_CACHE", str(tmp_path / "cache"))
+    cfg = load_config(None, [
+        "env=textworld", "prompt_style=compact", "env_kwargs.nb_rooms=1", "env_kwargs.nb_objects=2",
+        "env_kwargs.quest_length=1", "env_kwargs.game_pool_size=2", "num_iterations=2", "tasks_per_batch=2",
+        "num_generations=3", "max_steps=3", "embedded_hidden_size=16", "embedded_num_heads=2",
+        "embedded_intermediate_size=32", "eval_every=1", "eval_tasks=50", "progress_bar=false",
+        "save_final_model=false", f"output_dir={tmp_path / 'tw'}"])
+    trainer = Trainer(cfg)
+    try:
+        assert trainer.train_pool == trainer.eval_pool == 2
+        assert trainer.eval_seeds == [0, 1]  # each pool game once, eval_tasks capped by the pool
+        vocab = trainer.policy.tokenizer.get_vocab()
+        assert {"#1", "#32", "take", "go"} <= set(vocab)
+        summary = trainer.train()
+    finally:
+        trainer.close()
+    rows = read_metrics(tmp_path / "tw")
+    assert [r["iteration"] for r in rows] == [1, 2]
+    assert all(0.0 <= r["valid_action_rate"] <= 1.0 and r["num_steps"] >= 6 for r in rows)
+    assert summary["eval_tasks"] == 2 and 0.0 <= summary["eval_success_rate"] <= 1.0
+    baseline = json.loads((tmp_path / "tw" / "random_baseline.json").read_text())
+    assert baseline["eval_tasks"] == 2 and summary["random_policy_success_rate"] > 0  # 1-step quests
+
+
+def test_textworld_preset_is_the_learning_benchmark_task():
+    """`graphgpo train --config embedded-textworld` and benchmarks/learning.py's "textworld" task agree."""
+    from benchmarks.learning import LearningConfig, train_config
+
+    preset = load_config("embedded-textworld")
+    bench = train_config(LearningConfig(tasks=["textworld"], iterations=100, eval_every=20, eval_tasks=32),
+                         "textworld", "graphgpo", 0)
+    for name in ("env", "env_kwargs", "prompt_style", "max_steps", "num_iterations", "eval_tasks",
+                 "model_name_or_path", "learning_rate", "entropy_coef", "tasks_per_batch", "num_generations"):
+        assert getattr(preset, name) == getattr(bench, name), name
+    assert preset.resolved_omega == bench.resolved_omega

@@ -37,13 +37,16 @@ class RunRollouts:
     """GraphGPO's ω for this run's environment."""
 
 
-def held_out_task_seeds(indices: Sequence[int]) -> list[int]:
-    """Environment seeds of the run's held-out rooms with the given indices."""
+def held_out_task_seeds(indices: Sequence[int], pool: int | None = None) -> list[int]:
+    """Environment seeds of the run's held-out tasks with the given indices (``pool``: the size of the
+    evaluation environment's finite task pool, where it has one)."""
     from graphgpo.trainer.loop import eval_task_seeds
 
     if any(i < 0 for i in indices):
         raise ValueError(f"task indices must be >= 0, got {list(indices)}")
-    stream = eval_task_seeds(max(indices) + 1)
+    stream = eval_task_seeds(max(indices) + 1, pool)
+    if max(indices) >= len(stream):
+        raise ValueError(f"task {max(indices)}: the evaluation pool has only {len(stream)} tasks")
     return [stream[i] for i in indices]
 
 
@@ -56,11 +59,7 @@ def _sampler(run_dir: Path, cfg, template, policy: str, temperature: float, seed
     if checkpoint is None:
         if policy == "checkpoint":
             raise ValueError(f"{run_dir}: no checkpoint (checkpoints/iter_*) to load the policy from")
-        if not template.fixed_vocabulary:
-            raise ValueError(f"{run_dir}: no checkpoint, and env {cfg.env!r} has no fixed action set for a "
-                             f"random policy")
-        style = "bare" if template.parse_mode == "bare" else "tags"
-        return RandomPolicy(template.fixed_vocabulary, seed=seed, style=style), "random policy"
+        return RandomPolicy.for_template(template, seed=seed), "random policy"
 
     from graphgpo.trainer.engine import SamplingParams, make_engine
     from graphgpo.trainer.loop import EngineSampler
@@ -90,6 +89,7 @@ def collect_run_rollouts(run_dir: str | Path, task_indices: Sequence[int], *, po
         raise ValueError(f"policy: expected 'auto', 'checkpoint' or 'random', got {policy!r}")
     import torch
 
+    from graphgpo.envs import task_pool_size
     from graphgpo.envs.vector import EnvManager
     from graphgpo.prompting import get_template
     from graphgpo.rollout import collect_rollouts
@@ -101,8 +101,9 @@ def collect_run_rollouts(run_dir: str | Path, task_indices: Sequence[int], *, po
     template = get_template(cfg.env, cfg.prompt_style, history_length=cfg.history_length)
     sampler, source = _sampler(run_dir, cfg, template, policy,
                                cfg.temperature if temperature is None else temperature, seed)
-    seeds = held_out_task_seeds(task_indices)
-    manager = EnvManager(cfg.env, dict(cfg.env_kwargs), group_size=group_size or cfg.num_generations,
+    eval_kwargs = {**cfg.env_kwargs, **cfg.eval_env_kwargs}
+    seeds = held_out_task_seeds(task_indices, task_pool_size(cfg.env, **eval_kwargs))
+    manager = EnvManager(cfg.env, eval_kwargs, group_size=group_size or cfg.num_generations,
                          max_steps=cfg.max_steps, executor="serial")
     try:
         with torch.no_grad():

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-__all__ = ["make", "register", "registered", "ENV_INFO_KEYS"]
+__all__ = ["make", "register", "registered", "task_pool_size", "ENV_INFO_KEYS"]
 
 ENV_INFO_KEYS = ("won", "is_action_valid", "state_key")
 
@@ -49,6 +49,16 @@ def make(name: str, **options: Any):
     except KeyError:
         raise ValueError(f"unknown environment {name!r}; registered: {', '.join(registered())}") from None
     return factory(**options)
+
+
+def task_pool_size(name: str, **options: Any) -> int | None:
+    """How many distinct tasks the environment ``make(name, **options)`` plays (an env attribute
+    ``task_pool_size``, e.g. TextWorld's ``game_pool_size``), or None for a new task per seed."""
+    env = make(name, **options)
+    try:
+        return getattr(env, "task_pool_size", None)
+    finally:
+        env.close()
 
 
 # Factories import lazily so that `import graphgpo.envs` stays cheap and optional packages (textworld,

@@ -236,5 +236,9 @@ class SokobanEnv:
         return {"won": won, "is_action_valid": valid, "state_key": self.state_key,
                 "admissible_actions": list(ACTIONS), "boxes_on_target": len(self.boxes & self.level.goals)}
 
+    def vocabulary(self, seeds=()) -> list[str]:
+        """Every symbol an observation can show (any room), for word-level tokenizers."""
+        return sorted({*SYMBOLS.values(), ";"})
+
     def close(self) -> None:
         pass

@@ -4,8 +4,10 @@
 ``difficulty="easy" | "medium" | "hard"`` for preset sizes; or ``game_file=`` to play one existing game.
 
 Games: ``reset(seed)`` plays the game generated with TextWorld's generator (``textworld.make``, the API
-behind ``tw-make custom``) from game seed ``seed`` (or ``seed % game_pool_size`` when a pool size is
-set, so a fixed set of games is reused). Compiled games are cached under ``cache_dir`` in a folder named
+behind ``tw-make custom``) from game seed ``seed``; with ``game_pool_size=P`` it plays game seed
+``game_pool_offset + seed % P``, so a fixed set of P games is reused (``task_pool_size`` tells the trainer,
+which then trains on tasks 0..P-1 and evaluates each game of its evaluation pool once; a second pool at
+another offset is a held-out set). Compiled games are cached under ``cache_dir`` in a folder named
 by the generation options and the seed; generation happens once per (options, seed), is safe when
 several environments or processes ask for the same game at once (write to a temp folder, then an
 atomic rename), and takes a few seconds (Inform 7 compilation).
@@ -85,7 +87,9 @@ class TextWorldConfig:
     quest_length: int = 2
     """Actions in the winning quest."""
     game_pool_size: int | None = None
-    """If set, reset(seed) plays game seed % game_pool_size: a fixed set of games."""
+    """If set, reset(seed) plays game seed game_pool_offset + seed % game_pool_size: a fixed set of games."""
+    game_pool_offset: int = 0
+    """First game seed of the pool (pools at different offsets do not share games)."""
     cache_dir: str | None = None
     """Where compiled games are kept (default $GRAPHGPO_CACHE/textworld or ~/.cache/graphgpo/textworld)."""
     seed: int = 0
@@ -102,6 +106,8 @@ class TextWorldConfig:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.game_pool_size is not None and self.game_pool_size < 1:
             raise ValueError(f"game_pool_size: must be >= 1 or None, got {self.game_pool_size}")
+        if self.game_pool_offset < 0:
+            raise ValueError(f"game_pool_offset: must be >= 0, got {self.game_pool_offset}")
 
 
 def generate_game(game_seed: int, *, nb_rooms: int, nb_objects: int, quest_length: int,
@@ -179,13 +185,42 @@ class TextWorldEnv:
         self._state = None
         self.done = True
 
+    @property
+    def task_pool_size(self) -> int | None:
+        """How many distinct games ``reset`` can play (None: a new game per seed)."""
+        if self.config.game_file is not None:
+            return 1
+        return self.config.game_pool_size
+
     def game_for_seed(self, seed: int) -> str:
         cfg = self.config
         if cfg.game_file is not None:
             return cfg.game_file
-        game_seed = seed % cfg.game_pool_size if cfg.game_pool_size else seed
+        game_seed = cfg.game_pool_offset + seed % cfg.game_pool_size if cfg.game_pool_size else seed
         return generate_game(game_seed, nb_rooms=cfg.nb_rooms, nb_objects=cfg.nb_objects,
                              quest_length=cfg.quest_length, cache_dir=cfg.cache_dir)
+
+    def vocabulary(self, seeds) -> list[str]:
+        """Every word the compact prompts of these games can show (``prompting.compact_words`` of the
+        objective, the entity names and the command templates' fixed words), for word-level tokenizers.
+        Generates the games that are not cached yet."""
+        from graphgpo.prompting import compact_words
+
+        infos = self._tw.EnvInfos(objective=True, entities=True, verbs=True, command_templates=True)
+        words: set[str] = set()
+        for path in sorted({self.game_for_seed(int(seed)) for seed in seeds}):
+            env = self._tw.start(path, request_infos=infos)
+            try:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=".*is not fully supported.*")
+                    state = env.reset()
+            finally:
+                env.close()
+            texts = [state.objective or "", *(state.entities or ()), *(state.verbs or ())]
+            texts += [re.sub(r"\{[a-z]+\}", " ", t) for t in state.command_templates or ()]
+            for text in texts:
+                words.update(compact_words(text))
+        return sorted(words)
 
     def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[str, dict]:
         if seed is None:

@@ -10,7 +10,9 @@
 Reproducibility: every random choice of iteration i (task seeds, sampling seeds, mini-batch order) is drawn
 from seeds derived from (config.seed, i), and model + optimizer are checkpointed, so a resumed run repeats
 an uninterrupted one exactly. Evaluation tasks come from a fixed stream of odd seeds (training uses even
-seeds), the same for every run and config seed, so runs are compared on the same rooms.
+seeds), the same for every run and config seed, so runs are compared on the same rooms. Environments
+with a finite task pool (TextWorld's ``game_pool_size``) train on tasks drawn from that pool and evaluate
+every task of the evaluation environment's pool once (``eval_tasks`` caps how many).
 """
 
 from __future__ import annotations
@@ -45,12 +47,21 @@ def derived_seed(*parts: Any) -> int:
     return random.Random("-".join(map(str, parts))).randrange(2**63)
 
 
-def train_task_seeds(cfg: TrainConfig, iteration: int) -> list[int]:
+def train_task_seeds(cfg: TrainConfig, iteration: int, pool: int | None = None) -> list[int]:
+    """Task seeds of one iteration: even seeds, or tasks of a finite pool (without repeats while the pool
+    is large enough)."""
     rng = random.Random(derived_seed("tasks", cfg.seed, iteration))
+    if pool is not None:
+        if cfg.tasks_per_batch <= pool:
+            return rng.sample(range(pool), cfg.tasks_per_batch)
+        return [rng.randrange(pool) for _ in range(cfg.tasks_per_batch)]
     return [2 * rng.randrange(2**30) for _ in range(cfg.tasks_per_batch)]
 
 
-def eval_task_seeds(num_tasks: int) -> list[int]:
+def eval_task_seeds(num_tasks: int, pool: int | None = None) -> list[int]:
+    """Held-out task seeds: a fixed stream of odd seeds, or the first ``num_tasks`` tasks of a pool."""
+    if pool is not None:
+        return list(range(min(num_tasks, pool)))
     rng = random.Random(EVAL_SEED_STREAM)
     return [2 * rng.randrange(2**30) + 1 for _ in range(num_tasks)]
 
@@ -129,15 +140,20 @@ class Trainer:
         np.random.seed(cfg.seed % 2**32)
         torch.manual_seed(cfg.seed)
 
+        from graphgpo.envs import task_pool_size
         from graphgpo.envs.vector import EnvManager
         from graphgpo.prompting import get_template
 
         self.template = get_template(cfg.env, cfg.prompt_style, history_length=cfg.history_length)
         self.env_kwargs = dict(cfg.env_kwargs)
+        self.eval_env_kwargs = {**self.env_kwargs, **cfg.eval_env_kwargs}
+        self.train_pool = task_pool_size(cfg.env, **self.env_kwargs)
+        self.eval_pool = task_pool_size(cfg.env, **self.eval_env_kwargs)
         self.manager = EnvManager(cfg.env, self.env_kwargs, group_size=cfg.num_generations,
                                   max_steps=cfg.max_steps, executor="serial")
-        self.eval_manager = EnvManager(cfg.env, {**self.env_kwargs, **cfg.eval_env_kwargs}, group_size=1, max_steps=cfg.max_steps,
+        self.eval_manager = EnvManager(cfg.env, self.eval_env_kwargs, group_size=1, max_steps=cfg.max_steps,
                                        executor="serial")
+        self.eval_seeds = eval_task_seeds(cfg.eval_tasks, self.eval_pool)
         self.policy = self._load_policy()
         self.engine = make_engine(self.policy, cfg)
         params = [p for p in self.policy.model.parameters() if p.requires_grad]
@@ -153,7 +169,6 @@ class Trainer:
                                     restore_rng=not evaluate_only)
             self.iteration = int(state["iteration"])
             self.engine.load_weights(self.policy.model)
-        self.eval_seeds = eval_task_seeds(cfg.eval_tasks)
         self.log = None
         if not evaluate_only:
             self.log = RunLog(self.run_dir, resume_iteration=self.iteration if resume else None,
@@ -190,18 +205,26 @@ class Trainer:
         return policy
 
     def _observation_words(self) -> list[str]:
-        """Words the embedded tokenizer needs: the environment's symbols plus whatever the template and
-        a sample of first observations contain."""
+        """Words the embedded tokenizer needs: what the environment says its prompts can show
+        (``env.vocabulary(seeds)``: Sokoban's symbols, the words of TextWorld's games) plus the rendered
+        first prompts of a sample of evaluation tasks."""
+        from graphgpo import envs
         from graphgpo.prompting import PromptContext
 
+        cfg = self.cfg
+        sample = self.eval_seeds[:32] if self.eval_pool is not None else list(range(1, 64, 2))
         words: set[str] = set()
-        if self.cfg.env == "sokoban":
-            from graphgpo.envs.sokoban import SYMBOLS
-
-            words.update(SYMBOLS.values())
-            words.add(";")
-        for step in self.eval_manager.reset(list(range(1, 64, 2))):
-            words.update(self.template.render(PromptContext(observation=step.observation)).split())
+        for kwargs, pool in ((self.env_kwargs, self.train_pool), (self.eval_env_kwargs, self.eval_pool)):
+            probe = envs.make(cfg.env, **kwargs)
+            try:
+                if hasattr(probe, "vocabulary"):
+                    words.update(probe.vocabulary(range(pool) if pool is not None else sample))
+            finally:
+                probe.close()
+        for step in self.eval_manager.reset(sample):
+            ctx = PromptContext(observation=step.observation, task=step.info.get("task", ""),
+                                admissible_actions=step.info.get("admissible_actions"))
+            words.update(self.template.render(ctx).split())
         return sorted(words)
 
     # ------------------------------------------------------------------ phases
@@ -213,7 +236,7 @@ class Trainer:
         params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p,
                                 max_new_tokens=cfg.max_completion_length)
         sampler = EngineSampler(self.engine, params, derived_seed("sample", cfg.seed, iteration))
-        return collect_rollouts(self.manager, sampler, task_seeds=train_task_seeds(cfg, iteration),
+        return collect_rollouts(self.manager, sampler, task_seeds=train_task_seeds(cfg, iteration, self.train_pool),
                                 template=self.template, device=str(self.policy.device))
 
     def advantages(self, rollout, iteration: int):
@@ -272,7 +295,7 @@ class Trainer:
 
         cfg = self.cfg
         temperature = cfg.eval_temperature if temperature is None else temperature
-        seeds = self.eval_seeds if num_tasks is None else eval_task_seeds(num_tasks)
+        seeds = self.eval_seeds if num_tasks is None else eval_task_seeds(num_tasks, self.eval_pool)
         params = SamplingParams(temperature=temperature, top_p=1.0, max_new_tokens=cfg.max_completion_length)
         sampler = EngineSampler(self.engine, params, derived_seed("eval", cfg.seed, iteration))
         result = collect_rollouts(self.eval_manager, sampler, task_seeds=seeds, template=self.template)
@@ -282,16 +305,16 @@ class Trainer:
                 "eval_success_by_task_type": success_by_task_type(result)}
 
     def measure_random_baseline(self) -> float:
-        """Success of a uniform-random policy over the action words on the eval tasks (cached in the run)."""
+        """Success of a uniform-random policy (over the action words, or a menu's listed choices) on the eval
+        tasks (cached in the run)."""
         path = self.run_dir / "random_baseline.json"
         if path.is_file():
             return json.loads(path.read_text())["random_policy_success_rate"]
         from graphgpo.rollout import RandomPolicy, collect_rollouts
 
-        style = "bare" if self.template.parse_mode == "bare" else "tags"
         rates = []
         for repeat in range(RANDOM_BASELINE_REPEATS):
-            policy = RandomPolicy(self.template.fixed_vocabulary, seed=derived_seed("random", repeat), style=style)
+            policy = RandomPolicy.for_template(self.template, seed=derived_seed("random", repeat))
             result = collect_rollouts(self.eval_manager, policy, task_seeds=self.eval_seeds, template=self.template)
             rates.append(result.stats["success_rate"])
         rate = float(np.mean(rates))
@@ -403,7 +426,7 @@ class Trainer:
             "best_eval_success_rate": max((r["eval_success_rate"] for r in evals), default=None),
             "random_policy_success_rate": self.random_baseline,
             "train_success_rate_last10": float(np.mean([r["success_rate"] for r in last])) if last else None,
-            "eval_tasks": self.cfg.eval_tasks,
+            "eval_tasks": len(self.eval_seeds),
             "eval_temperature": self.cfg.eval_temperature,
             "seconds_per_iteration": float(np.mean([r["time_iteration"] for r in rows])) if rows else None,
             "train_time_s": float(sum(r["time_iteration"] for r in rows)),
@@ -464,5 +487,6 @@ def evaluate_run(run_dir: str | Path, *, checkpoint: str | Path | None = None, n
         result = trainer.evaluate(trainer.iteration, num_tasks=num_tasks, temperature=temperature)
     finally:
         trainer.close()
-    return {"iteration": trainer.iteration, "eval_tasks": num_tasks or cfg.eval_tasks,
+    tasks = len(eval_task_seeds(num_tasks or cfg.eval_tasks, trainer.eval_pool))
+    return {"iteration": trainer.iteration, "eval_tasks": tasks,
             "eval_temperature": cfg.eval_temperature if temperature is None else temperature, **result}
