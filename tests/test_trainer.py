@@ -234,6 +234,7 @@ def test_embedded_model_plays_textworld_menus_from_a_game_pool(tmp_path, monkeyp
     evaluating each game of the pool once."""
     pytest.importorskip("textworld")
     monkeypatch.setenv("GRAPHGPO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("graphgpo.trainer.loop.RANDOM_BASELINE_MIN_EPISODES", 16)  # 1024 in real runs
     cfg = load_config(None, [
         "env=textworld", "prompt_style=compact", "env_kwargs.nb_rooms=1", "env_kwargs.nb_objects=2",
         "env_kwargs.quest_length=1", "env_kwargs.game_pool_size=2", "num_iterations=2", "tasks_per_batch=2",
@@ -254,7 +255,8 @@ def test_embedded_model_plays_textworld_menus_from_a_game_pool(tmp_path, monkeyp
     assert all(0.0 <= r["valid_action_rate"] <= 1.0 and r["num_steps"] >= 6 for r in rows)
     assert summary["eval_tasks"] == 2 and 0.0 <= summary["eval_success_rate"] <= 1.0
     baseline = json.loads((tmp_path / "tw" / "random_baseline.json").read_text())
-    assert baseline["eval_tasks"] == 2 and summary["random_policy_success_rate"] > 0  # 1-step quests
+    assert baseline["eval_tasks"] == 2 and len(baseline["repeats"]) == 8  # 16 episodes on a pool of 2
+    assert summary["random_policy_success_rate"] > 0  # 1-step quests
 
 
 def test_textworld_preset_is_the_learning_benchmark_task():

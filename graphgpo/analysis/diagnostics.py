@@ -279,7 +279,7 @@ def diagnose_main(argv: Sequence[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="graphgpo diagnose", description=diagnose_main.__doc__)
     p.add_argument("run_dirs", nargs="+")
-    p.add_argument("--tasks", type=int, default=32, help="held-out rooms 0..N-1, G rollouts each (default 32)")
+    p.add_argument("--tasks", type=int, default=32, help="evaluation tasks 0..N-1, G rollouts each (default 32)")
     p.add_argument("--policy", default="auto", choices=["auto", "checkpoint", "random"])
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the run's)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")

@@ -445,7 +445,7 @@ def viz_main(argv: Sequence[str] | None = None) -> int:
         "Draw the state graph of one held-out task of a run: G fresh rollouts with the run's latest checkpoint "
         "(a random policy when the run has none), edges coloured by each method's advantage."))
     p.add_argument("run_dir")
-    p.add_argument("--task", type=int, default=0, help="index of the run's held-out room (default 0)")
+    p.add_argument("--task", type=int, default=0, help="index of the run's evaluation task (default 0)")
     p.add_argument("--out", default=None, help="output directory (default RUN_DIR/viz)")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--policy", default="auto", choices=["auto", "checkpoint", "random"])
@@ -462,7 +462,7 @@ def viz_main(argv: Sequence[str] | None = None) -> int:
     outputs = compute_method_outputs(batch, methods, omega=runs.omega)
     cfg = runs.config
     policy = "random policy" if runs.policy_source == "random policy" else Path(runs.policy_source.split()[-1]).name
-    title = (f"{cfg.env} {cfg.advantage.method} seed {cfg.seed}, held-out task {a.task} (env seed "
+    title = (f"{cfg.env} {cfg.advantage.method} seed {cfg.seed}, evaluation task {a.task} (env seed "
              f"{runs.task_seeds[0]}), {policy}")
     graph = build_group_graph(batch, outputs, 0, labels=state_labels(runs.result.records), title=title)
     out = Path(a.out) if a.out else Path(a.run_dir) / "viz"

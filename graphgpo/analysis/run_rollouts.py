@@ -8,8 +8,9 @@ tools play new ones with what a run directory does store:
   A run directory without a checkpoint (or ``policy="random"``) is played by a uniform-random policy over
   the environment's action words.
 
-Tasks are the run's held-out evaluation rooms (``graphgpo.trainer.loop.eval_task_seeds``): task N is the
-N-th room the trainer evaluates on, the same for every run, so views of different runs show the same room.
+Tasks are the run's evaluation tasks (``graphgpo.trainer.loop.eval_task_seeds``): task N is the N-th task the
+trainer evaluates on (held-out rooms for Sokoban; for a finite pool such as the TextWorld benchmark's, game N
+of the evaluation pool), the same for every run, so views of different runs show the same task.
 Episodes are sampled at the run's training temperature (``--temperature`` to change it).
 """
 

@@ -38,7 +38,10 @@ from .policy import Policy, load_policy
 from .runlog import RunLog, read_metrics
 from .update import NonFiniteError, StepSamples, ppo_update, score_responses
 
-RANDOM_BASELINE_REPEATS = 4  # random-policy episodes per eval task: the baseline's noise stays below ~0.015
+# Random-policy episodes: at least 4 per eval task and 1024 in all, so the baseline's standard error stays
+# below ~0.015 (256 Sokoban rooms x 4; a 32-game TextWorld pool x 32: 4 x 32 episodes measured 0.06-0.28).
+RANDOM_BASELINE_MIN_REPEATS = 4
+RANDOM_BASELINE_MIN_EPISODES = 1024
 EVAL_SEED_STREAM = "graphgpo-eval"
 
 
@@ -64,6 +67,19 @@ def eval_task_seeds(num_tasks: int, pool: int | None = None) -> list[int]:
         return list(range(min(num_tasks, pool)))
     rng = random.Random(EVAL_SEED_STREAM)
     return [2 * rng.randrange(2**30) + 1 for _ in range(num_tasks)]
+
+
+def random_policy_success(manager, template, seeds: list[int]) -> list[float]:
+    """Success rate of a uniform-random policy on ``seeds``, one value per repeat (enough repeats for
+    RANDOM_BASELINE_MIN_EPISODES episodes)."""
+    from graphgpo.rollout import RandomPolicy, collect_rollouts
+
+    repeats = max(RANDOM_BASELINE_MIN_REPEATS, -(-RANDOM_BASELINE_MIN_EPISODES // max(len(seeds), 1)))
+    rates = []
+    for repeat in range(repeats):
+        policy = RandomPolicy.for_template(template, seed=derived_seed("random", repeat))
+        rates.append(collect_rollouts(manager, policy, task_seeds=seeds, template=template).stats["success_rate"])
+    return rates
 
 
 class EngineSampler:
@@ -310,13 +326,7 @@ class Trainer:
         path = self.run_dir / "random_baseline.json"
         if path.is_file():
             return json.loads(path.read_text())["random_policy_success_rate"]
-        from graphgpo.rollout import RandomPolicy, collect_rollouts
-
-        rates = []
-        for repeat in range(RANDOM_BASELINE_REPEATS):
-            policy = RandomPolicy.for_template(self.template, seed=derived_seed("random", repeat))
-            result = collect_rollouts(self.eval_manager, policy, task_seeds=self.eval_seeds, template=self.template)
-            rates.append(result.stats["success_rate"])
+        rates = random_policy_success(self.eval_manager, self.template, self.eval_seeds)
         rate = float(np.mean(rates))
         path.write_text(json.dumps({"random_policy_success_rate": rate, "repeats": rates,
                                     "eval_tasks": len(self.eval_seeds)}, indent=1))
