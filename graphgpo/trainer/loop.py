@@ -230,7 +230,10 @@ class Trainer:
         cfg = self.cfg
         sample = self.eval_seeds[:32] if self.eval_pool is not None else list(range(1, 64, 2))
         words: set[str] = set()
-        for kwargs, pool in ((self.env_kwargs, self.train_pool), (self.eval_env_kwargs, self.eval_pool)):
+        sources = [(self.env_kwargs, self.train_pool)]
+        if self.eval_env_kwargs != self.env_kwargs:  # e.g. a held-out pool; the same pool is read once
+            sources.append((self.eval_env_kwargs, self.eval_pool))
+        for kwargs, pool in sources:
             probe = envs.make(cfg.env, **kwargs)
             try:
                 if hasattr(probe, "vocabulary"):
