@@ -178,6 +178,11 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         if cfg.kl_coef > 0:
             self.policy.enable_reference()
+        self.memory = None
+        if cfg.advantage.memory:
+            from graphgpo.memory import GraphMemory
+
+            self.memory = GraphMemory(cfg.advantage.memory_max_edges_per_task, cfg.advantage.memory_max_tasks)
         self.iteration = 0
         if self.resume:
             checkpoint = Path(checkpoint) if checkpoint is not None else latest_checkpoint(self.run_dir)
@@ -186,6 +191,8 @@ class Trainer:
             state = load_checkpoint(checkpoint, self.policy, None if evaluate_only else self.optimizer,
                                     restore_rng=not evaluate_only)
             self.iteration = int(state["iteration"])
+            if self.memory is not None and "graph_memory" in state["extra"]:
+                self.memory.load_state_dict(state["extra"]["graph_memory"])
             self.engine.load_weights(self.policy.model)
         self.log = None
         if not evaluate_only:
@@ -277,7 +284,7 @@ class Trainer:
         if cfg.advantage.method == "graphgpo":
             options.setdefault("omega", cfg.resolved_omega)
         out = compute_advantages(rollout.batch, method=cfg.advantage.method, backend=cfg.advantage.backend,
-                                 **options)
+                                 memory=self.memory, task_keys=rollout.task_seeds, **options)
         bad = ~torch.isfinite(out.advantages)
         if bad.any():
             raise NonFiniteError(f"iteration {iteration}: {int(bad.sum())} of {bad.numel()} advantages are "
@@ -423,13 +430,18 @@ class Trainer:
                 "advantage_std": float(adv.advantages.float().std()) if adv.advantages.numel() > 1 else 0.0,
                 "advantage_abs_max": float(adv.advantages.abs().max()),
             })
-            for key in ("num_nodes", "duplicate_edge_rate", "singleton_step_group_share", "groups_without_success"):
+            for key in ("num_nodes", "duplicate_edge_rate", "singleton_step_group_share", "groups_without_success",
+                        "memory_edges", "memory_success_groups"):
                 if key in adv.stats:
                     row[f"graph_{key}"] = float(adv.stats[key])
         else:  # dynamic sampling found no informative group in max_num_gen_batches rounds
             t2 = time.perf_counter()
             self._updating = True
             row["update_skipped"] = 1
+        if self.memory is not None:  # remember every round's graphs, also of the groups DS dropped
+            for result in sampled.rounds:
+                self.memory.add(result.batch, result.task_seeds)
+            row["memory_tasks"] = len(self.memory)
         t3 = time.perf_counter()
         due = (cfg.eval_every and iteration % cfg.eval_every == 0) or iteration == cfg.num_iterations
         t4 = t3
@@ -441,7 +453,8 @@ class Trainer:
         return row
 
     def save(self) -> Path:
-        return save_checkpoint(self.run_dir, self.iteration, self.policy, self.optimizer,
+        extra = {"graph_memory": self.memory.state_dict()} if self.memory is not None else None
+        return save_checkpoint(self.run_dir, self.iteration, self.policy, self.optimizer, extra=extra,
                                keep=self.cfg.keep_checkpoints)
 
     # ------------------------------------------------------------------ reporting
