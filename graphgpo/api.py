@@ -11,10 +11,6 @@ from graphgpo.memory import GraphMemory, check_task_keys
 from graphgpo.output import AdvantageOutput
 
 
-MEMORY_BACKENDS = ("reference",)
-"""Backends that take a GraphMemory (extra edges in the distance computation)."""
-
-
 def compute_advantages(batch: StepBatch, method: str = "graphgpo", backend: str = "auto", config: Any = None,
                        memory: GraphMemory | None = None, task_keys: Sequence[Hashable] | None = None,
                        **options: Any) -> AdvantageOutput:
@@ -28,7 +24,8 @@ def compute_advantages(batch: StepBatch, method: str = "graphgpo", backend: str 
         config: a config instance of the method (``GraphGPOConfig`` ...); ``options`` override its fields.
         memory: a ``graphgpo.memory.GraphMemory`` (GraphGPO only; read, not updated): distances on the union
             of each group's graph and the remembered graph of its task. Valid only for deterministic
-            environments. Ignored by GiGPO, GRPO and RLOO. Backends: reference, torch.
+            environments. Ignored by GiGPO, GRPO and RLOO. Every backend takes it (extra edges of the
+            pipeline's ``GraphInputs``).
         task_keys: with ``memory``, the task of each dense group (stable across iterations, e.g. task
             seeds); default: the batch's group labels.
         **options: fields of the method's config (e.g. ``omega=0.2``), or ``preset="webshop"``.
@@ -47,7 +44,9 @@ def compute_advantages(batch: StepBatch, method: str = "graphgpo", backend: str 
         raise TypeError(f"memory must be a graphgpo.memory.GraphMemory, got {type(memory).__name__}")
     if memory is None or method != "graphgpo":
         return get_backend(name).compute(batch, method, resolved)
-    if name not in MEMORY_BACKENDS:
-        raise ValueError(f"backend {name!r} does not support memory; use one of {', '.join(MEMORY_BACKENDS)}")
     keys = check_task_keys(batch, batch.group_labels if task_keys is None else task_keys)
-    return get_backend(name).compute(batch, method, resolved, extra_edges=memory.extra_edges(keys, batch.device))
+    extra = memory.extra_edges(keys, batch.device)
+    batch = extra.costed(batch)
+    out = get_backend(name).compute(batch, method, resolved, extra.graph_inputs(batch))
+    out.stats.update(extra.stats(batch))
+    return out
