@@ -23,7 +23,8 @@ TINY = [
     "save_every=1", "progress_bar=false", "env_kwargs.interior=[3,3]", "env_kwargs.reverse_moves=3",
     "save_final_model=false",
 ]
-TIME_KEYS = {"time_rollout", "time_advantage", "time_update", "time_eval", "time_iteration"}
+TIME_KEYS = {"time_rollout", "time_advantage", "time_update", "time_eval", "time_iteration", "env_steps_per_s",
+             "tokens_per_s"}
 
 
 def tiny(tmp_path, name, *extra):
