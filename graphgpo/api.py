@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Hashable, Sequence
 
 from graphgpo.backends import get_backend, resolve_backend
 from graphgpo.batch import StepBatch
 from graphgpo.config import make_config
+from graphgpo.memory import GraphMemory, check_task_keys
 from graphgpo.output import AdvantageOutput
 
 
+MEMORY_BACKENDS = ("reference",)
+"""Backends that take a GraphMemory (extra edges in the distance computation)."""
+
+
 def compute_advantages(batch: StepBatch, method: str = "graphgpo", backend: str = "auto", config: Any = None,
+                       memory: GraphMemory | None = None, task_keys: Sequence[Hashable] | None = None,
                        **options: Any) -> AdvantageOutput:
     """Per-step advantages of ``method`` for every row of ``batch``.
 
@@ -20,6 +26,11 @@ def compute_advantages(batch: StepBatch, method: str = "graphgpo", backend: str 
         backend: "auto" | "reference" | "torch" | "triton" | "cugraph". "auto" picks Triton for CUDA
             tensors when it is usable, else the vectorised torch backend.
         config: a config instance of the method (``GraphGPOConfig`` ...); ``options`` override its fields.
+        memory: a ``graphgpo.memory.GraphMemory`` (GraphGPO only; read, not updated): distances on the union
+            of each group's graph and the remembered graph of its task. Valid only for deterministic
+            environments. Ignored by GiGPO, GRPO and RLOO. Backends: reference, torch.
+        task_keys: with ``memory``, the task of each dense group (stable across iterations, e.g. task
+            seeds); default: the batch's group labels.
         **options: fields of the method's config (e.g. ``omega=0.2``), or ``preset="webshop"``.
 
     Returns:
@@ -32,4 +43,11 @@ def compute_advantages(batch: StepBatch, method: str = "graphgpo", backend: str 
     name = resolve_backend(backend, batch.device)
     if batch.num_rows == 0:
         return AdvantageOutput.empty(method, name, batch.device)
-    return get_backend(name).compute(batch, method, resolved)
+    if memory is not None and not isinstance(memory, GraphMemory):
+        raise TypeError(f"memory must be a graphgpo.memory.GraphMemory, got {type(memory).__name__}")
+    if memory is None or method != "graphgpo":
+        return get_backend(name).compute(batch, method, resolved)
+    if name not in MEMORY_BACKENDS:
+        raise ValueError(f"backend {name!r} does not support memory; use one of {', '.join(MEMORY_BACKENDS)}")
+    keys = check_task_keys(batch, batch.group_labels if task_keys is None else task_keys)
+    return get_backend(name).compute(batch, method, resolved, extra_edges=memory.extra_edges(keys, batch.device))

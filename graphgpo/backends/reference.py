@@ -129,6 +129,23 @@ def build_graph(group_rows: list[Row]) -> GroupGraph:
     return GroupGraph(nodes=nodes, reverse_edges=dict(reverse_edges), edges=edges, has_success=has_success)
 
 
+def with_extra_edges(graph: GroupGraph, extra: list) -> GroupGraph:
+    """The union of a group's graph and extra edges ``(source, target or None for SUCCESS, cost)`` that
+    produce no rows (graph memory): their nodes join the graph, their edges enter the distances."""
+    nodes = set(graph.nodes)
+    reverse_edges = {node: list(preds) for node, preds in graph.reverse_edges.items()}
+    has_success = graph.has_success
+    for source, target, cost in extra:
+        target = SUCCESS if target is None else target
+        nodes.add(source)
+        if target is SUCCESS:
+            has_success = True
+        else:
+            nodes.add(target)
+        reverse_edges.setdefault(target, []).append((source, cost))
+    return GroupGraph(nodes=nodes, reverse_edges=reverse_edges, edges=graph.edges, has_success=has_success)
+
+
 def bfs_distances(graph: GroupGraph) -> dict:
     """Unit-cost shortest distances to SUCCESS: breadth-first search on the reversed graph."""
     dist = {SUCCESS: 0.0}
@@ -350,8 +367,13 @@ def graph_stats(groups: dict[int, list[Row]], graphs: dict[int, GroupGraph], unr
     }
 
 
-def compute(batch, method: str, config) -> AdvantageOutput:
-    """Advantages of ``method`` ("graphgpo", "gigpo", "grpo", "rloo") for every row of ``batch``."""
+def compute(batch, method: str, config, extra_edges=None) -> AdvantageOutput:
+    """Advantages of ``method`` ("graphgpo", "gigpo", "grpo", "rloo") for every row of ``batch``.
+
+    ``extra_edges`` (``graphgpo.memory.ExtraEdges``, GraphGPO only): edges that join their group's graph
+    for the distances without producing rows. ``stats`` still describe the batch's own graphs, plus
+    ``memory_edges`` and ``memory_success_groups`` (groups without a success of their own whose union has one).
+    """
     if method not in ("graphgpo", "gigpo", "grpo", "rloo"):
         raise ValueError(f"method must be one of 'graphgpo', 'gigpo', 'grpo', 'rloo'; got {method!r}")
     rows = read_rows(batch)
@@ -364,6 +386,16 @@ def compute(batch, method: str, config) -> AdvantageOutput:
     distances, unreachable = {}, {}
     for gid, graph in graphs.items():
         distances[gid], unreachable[gid] = node_distances(graph, weighted)
+    memory_stats = {}
+    if extra_edges is not None:
+        extra = extra_edges.by_group() if method == "graphgpo" else {}
+        united = {gid: with_extra_edges(graphs[gid], edges) for gid, edges in extra.items() if gid in graphs}
+        weighted_union = weighted or any(c != 1.0 for edges in extra.values() for *_, c in edges)
+        for gid, graph in united.items():
+            distances[gid] = node_distances(graph, weighted_union)[0]
+        memory_stats = {"memory_edges": sum(len(edges) for edges in extra.values()),
+                        "memory_success_groups": sum(1 for gid, graph in united.items()
+                                                     if graph.has_success and not graphs[gid].has_success)}
 
     returns = [0.0] * n
     step_adv = [0.0] * n
@@ -410,7 +442,7 @@ def compute(batch, method: str, config) -> AdvantageOutput:
         d_state=f64(d_state) if d_state is not None else None,
         d_next=f64(d_next) if d_next is not None else None,
         step_group=torch.tensor(step_group, dtype=torch.int64, device=device) if step_group is not None else None,
-        stats=graph_stats(groups, graphs, unreachable, n),
+        stats={**graph_stats(groups, graphs, unreachable, n), **memory_stats},
         method=method,
         backend="reference",
     )

@@ -1,13 +1,13 @@
 """Checkpoints: policy weights, optimizer, RNG states, the iteration and any extra named state.
 
-Layout: ``RUN_DIR/checkpoints/iter_000050/{policy.pt, optimizer.pt, state.pt, <name>.pt ..., manifest.json}``.
+Layout: ``RUN_DIR/checkpoints/iter_000050/{policy.pt, optimizer.pt, state.pt, manifest.json}``.
 A checkpoint is written into a temporary directory, its manifest (every file with its size) last, and the
 directory is then renamed into place: an interrupted save never leaves a checkpoint that looks complete.
 ``verify_checkpoint`` compares the files with the manifest, and ``load_checkpoint`` names the checkpoint and
 file it cannot read, so a resume can fall back to an older intact checkpoint (``Trainer``).
 
-Extra state: ``save_checkpoint(..., extra={"graph_memory": obj})`` saves ``obj.state_dict()`` as
-``graph_memory.pt``; ``load_checkpoint(..., extra={"graph_memory": obj})`` restores it with
+Extra state: ``save_checkpoint(..., extra={"graph_memory": obj})`` saves ``obj.state_dict()`` in state.pt
+(``state["extra"]["graph_memory"]``); ``load_checkpoint(..., extra={"graph_memory": obj})`` restores it with
 ``obj.load_state_dict``. Any object with that pair of methods works (its state goes through torch.save).
 """
 
@@ -26,7 +26,6 @@ import torch
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 2
 _NAME = re.compile(r"^iter_(\d+)$")
-_RESERVED = {"policy", "optimizer", "state", "manifest"}
 
 
 class CheckpointError(ValueError):
@@ -52,9 +51,6 @@ def save_checkpoint(run_dir: Path, iteration: int, policy, optimizer: torch.opti
                     extra: Mapping[str, Any] | None = None, keep: int = 2) -> Path:
     """Write checkpoint ``iteration`` (with ``extra`` named state) and delete all but the ``keep`` newest."""
     extra = dict(extra or {})
-    bad = sorted(set(extra) & _RESERVED) + sorted(n for n in extra if not re.fullmatch(r"[A-Za-z0-9_\-]+", n))
-    if bad:
-        raise ValueError(f"extra: {bad[0]!r} cannot name checkpoint state (reserved or not a plain file name)")
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"iter_{iteration:06d}"
@@ -64,9 +60,8 @@ def save_checkpoint(run_dir: Path, iteration: int, policy, optimizer: torch.opti
     tmp.mkdir()
     torch.save(policy.trainable_state_dict(), tmp / "policy.pt")
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save({"iteration": iteration, "rng": rng_state(), "extra": sorted(extra)}, tmp / "state.pt")
-    for name, obj in extra.items():
-        torch.save(obj.state_dict(), tmp / f"{name}.pt")
+    torch.save({"iteration": iteration, "rng": rng_state(), "extra": {n: obj.state_dict() for n, obj in extra.items()}},
+               tmp / "state.pt")
     files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
     (tmp / MANIFEST).write_text(json.dumps({"format": FORMAT_VERSION, "iteration": iteration, "files": files,
                                             "extra": sorted(extra)}, indent=1), encoding="utf-8")
@@ -132,17 +127,16 @@ def load_checkpoint(path: Path, policy, optimizer: torch.optim.Optimizer | None 
     state = _load(path / "state.pt", weights_only=False)
     weights = _load(path / "policy.pt", map_location=policy.device, weights_only=True)
     optim = _load(path / "optimizer.pt", map_location=policy.device, weights_only=True) if optimizer else None
-    saved_extra = set(state.get("extra") or ())
-    missing = sorted(set(extra or {}) - saved_extra)
+    saved_extra = state.get("extra") or {}
+    missing = sorted(set(extra or {}) - set(saved_extra))
     if missing:
         raise CheckpointError(f"{path}: has no saved state {missing[0]!r} (it holds: "
                               f"{', '.join(sorted(saved_extra)) or 'none'})")
-    extra_states = {name: _load(path / f"{name}.pt", weights_only=False) for name in (extra or {})}
     policy.load_trainable_state_dict(weights)
     if optimizer is not None:
         optimizer.load_state_dict(optim)
     for name, obj in (extra or {}).items():
-        obj.load_state_dict(extra_states[name])
+        obj.load_state_dict(saved_extra[name])
     if restore_rng:
         set_rng_state(state["rng"])
     return state

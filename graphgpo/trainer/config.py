@@ -74,6 +74,34 @@ class AdvantageConfig:
     options: dict[str, Any] = field(default_factory=dict)
     """Further fields of the method's config (e.g. ``advantage.options.invalid_penalty=0.1``,
     ``advantage.options.gamma=0.95`` for gigpo), passed to compute_advantages as keyword options."""
+    memory: bool = False
+    """GraphGPO only: cross-iteration graph memory (graphgpo.memory.GraphMemory). Each task's rollout graph
+    is remembered and united with the current group's graph when the task is played again, so a group
+    that fails now still gets step credit from paths that reached the goal before. Valid only for
+    deterministic environments (the same action in the same state always leads to the same state) with
+    tasks that repeat (finite pools). Saved in checkpoints."""
+    memory_max_edges_per_task: int = checked(4096, ge=1)
+    """Memory bound: edges kept per task (least recently seen dropped first)."""
+    memory_max_tasks: int = checked(1024, ge=1)
+    """Memory bound: tasks kept (least recently played dropped first)."""
+
+
+@dataclass
+class FilterGroupsConfig:
+    """Dynamic sampling (DAPO; the GraphGPO recipe's "+DS"), verl-agent's ``algorithm.filter_groups``.
+
+    After a rollout round, task groups whose G episode rewards are all equal (all fail or all succeed) are
+    dropped, and rounds of ``tasks_per_batch`` new tasks are rolled out until the batch holds
+    ``tasks_per_batch`` informative groups or ``max_num_gen_batches`` rounds were played; then the update
+    trains on the informative groups found (none: the update is skipped). The same for every method. Extra
+    rounds draw their tasks and sampling seeds from (seed, iteration, round), so runs stay reproducible and
+    resumable. Metrics per iteration: rollout_rounds, groups_trained, groups_informative,
+    episodes_rolled_out (see graphgpo/trainer/dynamic_sampling.py)."""
+
+    enable: bool = False
+    """Turn dynamic sampling on (recipe default: off)."""
+    max_num_gen_batches: int = checked(10, ge=1)
+    """Most rollout rounds per iteration, >= 1 (recipe default 10; DAPO's "0 = unlimited" is not offered)."""
 
 
 @dataclass
@@ -195,6 +223,8 @@ class TrainConfig:
     # --- advantage ---
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
     """Advantage estimator (section: advantage.method, advantage.omega, advantage.backend, ...)."""
+    filter_groups: FilterGroupsConfig = field(default_factory=FilterGroupsConfig)
+    """Dynamic sampling (section: filter_groups.enable, filter_groups.max_num_gen_batches)."""
 
     # --- evaluation, logging, checkpoints ---
     save_final_model: bool = checked(True, resume=True)
@@ -281,6 +311,9 @@ class TrainConfig:
         if self.embedded_hidden_size % self.embedded_num_heads:
             raise ValueError(f"embedded_hidden_size ({self.embedded_hidden_size}) must be divisible by "
                              f"embedded_num_heads ({self.embedded_num_heads})")
+        if self.advantage.memory and self.advantage.method != "graphgpo":
+            raise ValueError(f"advantage.memory is a GraphGPO option; advantage.method is "
+                             f"{self.advantage.method!r}")
         if not self.model_name_or_path:
             raise ValueError("model_name_or_path must not be empty")
         if self.is_embedded and self.max_completion_length != 1:

@@ -36,6 +36,7 @@ import torch
 
 from .checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from .config import TrainConfig, apply_mapping, load_yaml, parse_overrides
+from .dynamic_sampling import SampledBatch, sample_informative
 from .engine import GenerationEngine, SamplingParams, make_engine
 from .policy import Policy, load_policy, resolve_device
 from .runlog import RunLog, json_safe, read_metrics, session_record
@@ -53,10 +54,11 @@ def derived_seed(*parts: Any) -> int:
     return random.Random("-".join(map(str, parts))).randrange(2**63)
 
 
-def train_task_seeds(cfg: TrainConfig, iteration: int, pool: int | None = None) -> list[int]:
-    """Task seeds of one iteration: even seeds, or tasks of a finite pool (without repeats while the pool
-    is large enough)."""
-    rng = random.Random(derived_seed("tasks", cfg.seed, iteration))
+def train_task_seeds(cfg: TrainConfig, iteration: int, pool: int | None = None, round: int = 0) -> list[int]:
+    """Task seeds of one iteration's rollout round (round > 0: dynamic sampling's extra rounds): even seeds,
+    or tasks of a finite pool (without repeats within a round while the pool is large enough)."""
+    parts = ("tasks", cfg.seed, iteration) + (("round", round) if round else ())
+    rng = random.Random(derived_seed(*parts))
     if pool is not None:
         if cfg.tasks_per_batch <= pool:
             return rng.sample(range(pool), cfg.tasks_per_batch)
@@ -200,9 +202,16 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         if cfg.kl_coef > 0:
             self.policy.enable_reference()
-        # Further state saved in every checkpoint and restored on resume: name -> object with
-        # state_dict()/load_state_dict(). Register before the restore below.
+        self.memory = None
+        if cfg.advantage.memory:
+            from graphgpo.memory import GraphMemory
+
+            self.memory = GraphMemory(cfg.advantage.memory_max_edges_per_task, cfg.advantage.memory_max_tasks)
+        # State saved in every checkpoint and restored on resume besides policy, optimizer and RNG: name ->
+        # object with state_dict()/load_state_dict(). Register before the restore below.
         self.checkpointed: dict[str, Any] = {}
+        if self.memory is not None:
+            self.checkpointed["graph_memory"] = self.memory
         self.iteration = 0
         if self.resume:
             self._restore(checkpoint)
@@ -318,15 +327,24 @@ class Trainer:
         return sorted(words)
 
     # ------------------------------------------------------------------ phases
-    def rollout(self, iteration: int):
-        """G x tasks episodes in lockstep with the current policy at the training temperature."""
+    def rollout(self, iteration: int) -> SampledBatch:
+        """G x tasks episodes in lockstep with the current policy at the training temperature; with dynamic
+        sampling (``filter_groups``), more rounds until the batch holds tasks_per_batch informative groups."""
+        cfg = self.cfg
+        return sample_informative(lambda round: self.rollout_round(iteration, round), cfg.tasks_per_batch,
+                                  cfg.filter_groups.max_num_gen_batches, cfg.filter_groups.enable)
+
+    def rollout_round(self, iteration: int, round: int):
+        """One round of tasks_per_batch tasks; its tasks and sampling seed come from (seed, iteration, round)."""
         from graphgpo.rollout import collect_rollouts
 
         cfg = self.cfg
         params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p,
                                 max_new_tokens=cfg.max_completion_length)
-        sampler = EngineSampler(self.engine, params, derived_seed("sample", cfg.seed, iteration))
-        return collect_rollouts(self.manager, sampler, task_seeds=train_task_seeds(cfg, iteration, self.train_pool),
+        seed_parts = ("sample", cfg.seed, iteration) + (("round", round) if round else ())
+        sampler = EngineSampler(self.engine, params, derived_seed(*seed_parts))
+        return collect_rollouts(self.manager, sampler,
+                                task_seeds=train_task_seeds(cfg, iteration, self.train_pool, round),
                                 template=self.template, device=str(self.policy.device))
 
     def advantages(self, rollout, iteration: int):
@@ -334,7 +352,7 @@ class Trainer:
 
         cfg = self.cfg
         out = compute_advantages(rollout.batch, method=cfg.advantage.method, backend=cfg.advantage.backend,
-                                 **cfg.advantage_options())
+                                 memory=self.memory, task_keys=rollout.task_seeds, **cfg.advantage_options())
         bad = ~torch.isfinite(out.advantages)
         if bad.any():
             raise NonFiniteError(f"iteration {iteration}: {int(bad.sum())} of {bad.numel()} advantages are "
@@ -472,31 +490,47 @@ class Trainer:
         """One iteration of the loop in the module docstring; returns its metrics row."""
         cfg = self.cfg
         t0 = time.perf_counter()
-        rollout = self.rollout(iteration)
+        sampled = self.rollout(iteration)
+        rollout, first = sampled.train, sampled.rounds[0]
         t1 = time.perf_counter()
-        adv = self.advantages(rollout, iteration)
-        t2 = time.perf_counter()
-        self._updating = True
-        samples = self.samples(rollout, adv.advantages)
-        tokens = sum(map(len, samples.prompt_ids)) + sum(map(len, samples.response_ids))
-        stats = self.update(samples, iteration)
-        stats["learning_rate"] = self.learning_rate(iteration)
-        t3 = time.perf_counter()
+        # The success metrics are those of round 0: the iteration's own tasks, as in a run without DS.
         row: dict[str, Any] = {
             "iteration": iteration,
-            "success_rate": rollout.stats["success_rate"],
-            "mean_return": rollout.stats["mean_return"],
-            "mean_length": rollout.stats["mean_length"],
-            "valid_action_rate": 1.0 - rollout.stats["invalid_rate"],
+            "success_rate": first.stats["success_rate"],
+            "mean_return": first.stats["mean_return"],
+            "mean_length": first.stats["mean_length"],
+            "valid_action_rate": 1.0 - first.stats["invalid_rate"],
             "num_steps": len(rollout.records),
-            **stats,
-            "advantage_mean": float(adv.advantages.float().mean()),
-            "advantage_std": float(adv.advantages.float().std()) if adv.advantages.numel() > 1 else 0.0,
-            "advantage_abs_max": float(adv.advantages.abs().max()),
+            **sampled.metrics(),
         }
-        for key in ("num_nodes", "duplicate_edge_rate", "singleton_step_group_share", "groups_without_success"):
-            if key in adv.stats:
-                row[f"graph_{key}"] = float(adv.stats[key])
+        tokens = 0  # prompt + response tokens trained on
+        if rollout.records:
+            adv = self.advantages(rollout, iteration)
+            t2 = time.perf_counter()
+            self._updating = True
+            samples = self.samples(rollout, adv.advantages)
+            tokens = sum(map(len, samples.prompt_ids)) + sum(map(len, samples.response_ids))
+            stats = self.update(samples, iteration)
+            stats["learning_rate"] = self.learning_rate(iteration)
+            row.update({
+                **stats,
+                "advantage_mean": float(adv.advantages.float().mean()),
+                "advantage_std": float(adv.advantages.float().std()) if adv.advantages.numel() > 1 else 0.0,
+                "advantage_abs_max": float(adv.advantages.abs().max()),
+            })
+            for key in ("num_nodes", "duplicate_edge_rate", "singleton_step_group_share", "groups_without_success",
+                        "memory_edges", "memory_success_groups"):
+                if key in adv.stats:
+                    row[f"graph_{key}"] = float(adv.stats[key])
+        else:  # dynamic sampling found no informative group in max_num_gen_batches rounds
+            t2 = time.perf_counter()
+            self._updating = True
+            row["update_skipped"] = 1
+        if self.memory is not None:  # remember every round's graphs, also of the groups DS dropped
+            for result in sampled.rounds:
+                self.memory.add(result.batch, result.task_seeds)
+            row["memory_tasks"] = len(self.memory)
+        t3 = time.perf_counter()
         due = (cfg.eval_every and iteration % cfg.eval_every == 0) or iteration == cfg.num_iterations
         t4 = t3
         if due:
@@ -504,7 +538,7 @@ class Trainer:
             t4 = time.perf_counter()
         row.update({"time_rollout": t1 - t0, "time_advantage": t2 - t1, "time_update": t3 - t2,
                     "time_eval": t4 - t3, "time_iteration": t4 - t0,
-                    "env_steps_per_s": len(rollout.records) / max(t1 - t0, 1e-9),
+                    "env_steps_per_s": sum(len(r.records) for r in sampled.rounds) / max(t1 - t0, 1e-9),
                     "tokens_per_s": tokens / max(t3 - t0, 1e-9)})
         return row
 

@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 THROUGHPUT_KEYS = ("env_steps_per_s", "tokens_per_s")
+TIMING_KEYS = frozenset({"time_rollout", "time_advantage", "time_update", "time_eval", "time_iteration",
+                         *THROUGHPUT_KEYS})
+"""Metrics that depend on wall-clock time (they differ between otherwise identical runs)."""
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
