@@ -231,3 +231,12 @@ def test_alfworld_task_type_from_game_path():
     assert alfworld_task_type("x/pick_two_obj_and_place-Book-None-Shelf-3/t/game.tw-pddl") == "pick_two_obj_and_place"
     with pytest.raises(ValueError, match="no ALFWorld task type"):
         alfworld_task_type("x/somewhere/game.tw-pddl")
+
+
+@pytest.mark.parametrize("field, value", [("game_pool_size", 2.5), ("game_pool_size", True), ("game_pool_size", "4"),
+                                          ("game_pool_size", 0), ("nb_rooms", 1.5), ("game_pool_offset", -1)])
+def test_counts_must_be_integers(field, value):
+    from graphgpo.envs.textworld_env import TextWorldConfig
+
+    with pytest.raises(ValueError, match=f"{field}: must be an integer"):
+        TextWorldConfig(**{field: value})

@@ -31,9 +31,9 @@ from typing import Mapping, Sequence
 import torch
 
 from graphgpo.batch import StepBatch
+from graphgpo.config import METHODS
 from graphgpo.output import AdvantageOutput
 
-METHODS = ("graphgpo", "gigpo", "grpo", "rloo")
 
 __all__ = ["METHODS", "LEGEND", "StepCategories", "CreditDiagnostics", "step_categories", "compute_method_outputs",
            "credit_diagnostics", "diagnose_runs"]

@@ -239,7 +239,8 @@ class Trainer:
         """Load ``checkpoint``, or the newest intact checkpoint of the run (naming any damaged newer one)."""
         candidates = [Path(checkpoint)] if checkpoint is not None else list_checkpoints(self.run_dir)[::-1]
         if not candidates:
-            raise ValueError(f"{self.run_dir}: no checkpoint to resume from")
+            purpose = "to evaluate" if self.evaluate_only else "to resume from"
+            raise ValueError(f"{self.run_dir}: no checkpoint (checkpoints/iter_*) {purpose}")
         damaged = []
         for path in candidates:
             try:

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import platform
+import secrets
 import subprocess
 import sys
 import warnings
@@ -160,7 +161,7 @@ def _start_wandb(run_dir: Path, config: dict[str, Any], *, resuming: bool):
     except ImportError:
         raise ImportError("report_to=wandb needs the wandb package: pip install wandb") from None
     id_file = run_dir / "wandb_run_id"
-    run_id = id_file.read_text().strip() if resuming and id_file.is_file() else wandb.util.generate_id()
+    run_id = id_file.read_text().strip() if resuming and id_file.is_file() else secrets.token_hex(4)
     id_file.write_text(run_id + "\n")
     return wandb.init(project=os.environ.get("WANDB_PROJECT", "graphgpo"), name=run_dir.name, id=run_id,
                       resume="allow", dir=str(run_dir), config=config)
