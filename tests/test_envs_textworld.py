@@ -155,3 +155,11 @@ def test_webshop_seam_explains_what_to_install():
         with pytest.raises(ImportError, match="princeton-nlp/WebShop"):
             envs.make("webshop")
 
+
+@pytest.mark.parametrize("field, value", [("game_pool_size", 2.5), ("game_pool_size", True), ("game_pool_size", "4"),
+                                          ("game_pool_size", 0), ("nb_rooms", 1.5), ("game_pool_offset", -1)])
+def test_counts_must_be_integers(field, value):
+    from graphgpo.envs.textworld_env import TextWorldConfig
+
+    with pytest.raises(ValueError, match=f"{field}: must be an integer"):
+        TextWorldConfig(**{field: value})

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-__all__ = ["make", "register", "registered", "task_pool_size", "ENV_INFO_KEYS"]
-
-ENV_INFO_KEYS = ("won", "is_action_valid", "state_key")
+__all__ = ["make", "register", "registered", "task_pool_size"]
 
 _REGISTRY: dict[str, Callable[..., Any]] = {}
 
