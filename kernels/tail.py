@@ -27,7 +27,9 @@ import torch
 
 from graphgpo.backends.torch_graph import segment_counts
 
-from . import HAS_TRITON, INTERPRET, check_device
+from graphgpo import kernels
+
+from . import HAS_TRITON, INTERPRET, check_device, launch
 
 if HAS_TRITON:
     import triton
@@ -51,7 +53,8 @@ if HAS_TRITON:
 
     @triton.jit
     def _graph_returns_kernel(group_ptr, src_ptr, dst_ptr, valid_ptr, cost_ptr, dist_ptr, dmax_ptr, has_succ_ptr,
-                              d_state_ptr, d_next_ptr, ret_ptr, n, r_succ, log2_omega, penalty,
+                              d_state_ptr, d_next_ptr, ret_ptr, n, r_succ: tl.float64, log2_omega: tl.float64,
+                              penalty: tl.float64,
                               MODE: tl.constexpr, HAS_COST: tl.constexpr, BLOCK: tl.constexpr):
         # final d(state), d(next) and the graph return: MODE 0 recipe, 1 paper, 2 progress (SPEC 3-5)
         i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -80,7 +83,7 @@ if HAS_TRITON:
     @triton.jit
     def _moments_pass(group_ptr, seg_ptr, ret_ptr, ep_reward_ptr, valid_ptr, step_ptr,
                       s_cnt_ptr, s_sum_ptr, s_min_ptr, s_max_ptr, e_cnt_ptr, e_sum_ptr, e_min_ptr, e_max_ptr,
-                      n, penalty, PER_TRAJ: tl.constexpr, BLOCK: tl.constexpr):
+                      n, penalty: tl.float64, PER_TRAJ: tl.constexpr, BLOCK: tl.constexpr):
         # count, sum, min and max of the returns per step group and of the episode samples per group
         i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         m = i < n
@@ -107,7 +110,7 @@ if HAS_TRITON:
     @triton.jit
     def _deviation_pass(group_ptr, seg_ptr, ret_ptr, ep_reward_ptr, valid_ptr, step_ptr,
                         s_cnt_ptr, s_sum_ptr, s_ssq_ptr, e_cnt_ptr, e_sum_ptr, e_ssq_ptr,
-                        n, penalty, PER_TRAJ: tl.constexpr, BLOCK: tl.constexpr):
+                        n, penalty: tl.float64, PER_TRAJ: tl.constexpr, BLOCK: tl.constexpr):
         i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         m = i < n
         s = tl.load(seg_ptr + i, mask=m, other=0)
@@ -131,7 +134,8 @@ if HAS_TRITON:
                         s_cnt_ptr, s_sum_ptr, s_min_ptr, s_max_ptr, s_ssq_ptr,
                         e_cnt_ptr, e_sum_ptr, e_min_ptr, e_max_ptr, e_ssq_ptr,
                         step_adv_ptr, ep_adv_ptr, adv_ptr,
-                        n, penalty, eps, step_weight, episode_weight,
+                        n, penalty: tl.float64, eps: tl.float64, step_weight: tl.float64,
+                        episode_weight: tl.float64,
                         MEAN_ONLY: tl.constexpr, BLOCK: tl.constexpr):
         i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         m = i < n
@@ -167,8 +171,8 @@ if HAS_TRITON:
         tl.store(adv_ptr + i, (step_weight * a_step + episode_weight * a_ep).to(tl.float32), mask=m)
 
     @triton.jit
-    def _discounted_kernel(order_ptr, offset_ptr, length_ptr, reward_ptr, valid_ptr, out_ptr, num_trajs, gamma,
-                           penalty, BLOCK: tl.constexpr):
+    def _discounted_kernel(order_ptr, offset_ptr, length_ptr, reward_ptr, valid_ptr, out_ptr, num_trajs,
+                           gamma: tl.float64, penalty: tl.float64, BLOCK: tl.constexpr):
         # one lane per trajectory, walking its steps backwards: R_t = r_t + gamma * R_{t+1}, stored minus
         # the invalid penalty (which is not discounted)
         t = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -184,11 +188,19 @@ if HAS_TRITON:
             invalid = 1.0 - tl.load(valid_ptr + row, mask=sm, other=1).to(tl.float64)
             tl.store(out_ptr + row, running - penalty * invalid, mask=sm)
 
-def _block(n: int) -> int:
+GPU_BLOCK = 256
+"""Rows per program on a GPU (compile_check compiles this size)."""
+TRAJ_BLOCK = 128
+"""Trajectories per program of the discounted-return kernel on a GPU."""
+
+
+def _block(n: int, gpu_block: int = GPU_BLOCK) -> int:
+    if kernels.TEST_BLOCK:
+        return kernels.TEST_BLOCK
     # the interpreter runs programs one by one: few wide ones; a GPU wants many narrow ones
     if INTERPRET:
         return max(16, min(4096, triton.next_power_of_2(max(n, 1))))
-    return 256
+    return gpu_block
 
 
 def group_dmax(dist: torch.Tensor, node_group: torch.Tensor, num_groups: int) -> torch.Tensor:
@@ -198,7 +210,7 @@ def group_dmax(dist: torch.Tensor, node_group: torch.Tensor, num_groups: int) ->
     n = dist.numel()
     if n:
         b = _block(n)
-        _group_dmax_kernel[(triton.cdiv(n, b),)](dist, node_group, dmax, n, BLOCK=b)
+        launch(_group_dmax_kernel, (triton.cdiv(n, b),), dist, node_group, dmax, n, BLOCK=b)
     return dmax
 
 
@@ -219,10 +231,10 @@ def discounted_returns(traj: torch.Tensor, step: torch.Tensor, reward: torch.Ten
     offset = torch.cumsum(length, 0) - length
     order = torch.empty(n, dtype=torch.int64, device=traj.device)
     order[offset[traj] + step] = torch.arange(n, device=traj.device)
-    b = _block(num_trajs) if INTERPRET else 128
-    _discounted_kernel[(triton.cdiv(num_trajs, b),)](order, offset, length, reward.to(torch.float64).contiguous(),
-                                                     valid.to(torch.uint8), out, num_trajs, float(gamma),
-                                                     float(penalty), BLOCK=b)
+    b = _block(num_trajs, TRAJ_BLOCK)
+    launch(_discounted_kernel, (triton.cdiv(num_trajs, b),), order, offset, length,
+           reward.to(torch.float64).contiguous(), valid.to(torch.uint8), out, num_trajs, float(gamma),
+           float(penalty), BLOCK=b)
     return out
 
 
@@ -239,10 +251,10 @@ def graph_returns(*, group, src, dst, valid, cost, dist, node_group, has_success
     dmax = group_dmax(dist, node_group, has_success.numel())
     mode = {"recipe": 0, "paper": 1, "progress": 2}[config.graph_return]
     b = _block(n)
-    _graph_returns_kernel[(triton.cdiv(n, b),)](
-        group, src, dst, valid.to(torch.uint8), cost if cost is not None else returns, dist, dmax,
-        has_success.to(torch.uint8), d_state, d_next, returns, n, float(config.r_succ), math.log2(config.omega),
-        float(config.invalid_penalty), MODE=mode, HAS_COST=cost is not None, BLOCK=b)
+    launch(_graph_returns_kernel, (triton.cdiv(n, b),), group, src, dst, valid.to(torch.uint8),
+           cost if cost is not None else returns, dist, dmax, has_success.to(torch.uint8), d_state, d_next, returns,
+           n, float(config.r_succ), math.log2(config.omega), float(config.invalid_penalty),
+           MODE=mode, HAS_COST=cost is not None, BLOCK=b)
     return d_state, d_next, returns
 
 
@@ -269,13 +281,12 @@ def advantages(*, group, valid, episode_reward, step, returns, step_group, num_s
     ep = episode_reward.to(torch.float64).contiguous()
     b = _block(n)
     grid = (triton.cdiv(n, b),)
-    _moments_pass[grid](group, step_group, returns, ep, valid_u8, step, s_cnt, s_sum, s_min, s_max,
-                        e_cnt, e_sum, e_min, e_max, n, penalty, PER_TRAJ=per_traj, BLOCK=b)
-    _deviation_pass[grid](group, step_group, returns, ep, valid_u8, step,
-                          s_cnt, s_sum, s_ssq, e_cnt, e_sum, e_ssq, n, penalty, PER_TRAJ=per_traj, BLOCK=b)
-    _advantage_pass[grid](group, step_group, returns, ep, valid_u8,
-                          s_cnt, s_sum, s_min, s_max, s_ssq, e_cnt, e_sum, e_min, e_max, e_ssq,
-                          step_adv, episode_adv, adv,
-                          n, penalty, float(config.eps), float(config.step_weight), float(config.episode_weight),
-                          MEAN_ONLY=config.normalize == "mean", BLOCK=b)
+    launch(_moments_pass, grid, group, step_group, returns, ep, valid_u8, step, s_cnt, s_sum, s_min, s_max,
+           e_cnt, e_sum, e_min, e_max, n, penalty, PER_TRAJ=per_traj, BLOCK=b)
+    launch(_deviation_pass, grid, group, step_group, returns, ep, valid_u8, step,
+           s_cnt, s_sum, s_ssq, e_cnt, e_sum, e_ssq, n, penalty, PER_TRAJ=per_traj, BLOCK=b)
+    launch(_advantage_pass, grid, group, step_group, returns, ep, valid_u8,
+           s_cnt, s_sum, s_min, s_max, s_ssq, e_cnt, e_sum, e_min, e_max, e_ssq, step_adv, episode_adv, adv,
+           n, penalty, float(config.eps), float(config.step_weight), float(config.episode_weight),
+           MEAN_ONLY=config.normalize == "mean", BLOCK=b)
     return step_adv, episode_adv, adv
