@@ -145,7 +145,7 @@ def test_checked_is_written_but_never_read_in_the_fixture_games():
 
 def test_facts_key_of_a_real_state_is_order_free(train_env):
     train_env.reset(seed=0)
-    facts = list(train_env._state.facts)
+    facts = train_env.facts()
     assert len(facts) > 50
     random.Random(0).shuffle(facts)
     assert facts_state_key(facts) == train_env.state_keys["facts"]
@@ -267,7 +267,7 @@ def test_reset_is_deterministic_and_a_seed_names_a_game(train_env):
     first = play(train_env, 2)
     play(train_env, 3)  # another game in between
     assert play(train_env, 2) == first
-    other = envs.make("alfworld", data_dir=FIXTURE, split="train")
+    other = envs.make("alfworld", data_dir=FIXTURE, split="train", transition_cache=0)  # the engine itself
     try:
         assert play(other, 2 + other.task_pool_size) == first  # seed k + pool size: the same game
     finally:
@@ -296,15 +296,17 @@ def test_look_changes_the_recipe_key_but_not_the_world(train_env):
     assert looked["state_key"] == looked["state_keys"]["facts"]  # the default key
 
 
-def test_memoised_engine_is_identical_to_textworld_own(train_env):
+def test_memoised_engine_is_identical_to_textworld_own():
     from graphgpo.envs import alfworld_memo
 
+    env = envs.make("alfworld", data_dir=FIXTURE, split="train", transition_cache=0)
+
     def play(seed):
-        obs, info = train_env.reset(seed=seed)
+        obs, info = env.reset(seed=seed)
         out = [(obs, info["admissible_actions"], info["state_keys"])]
         rng = random.Random(7)
         for _ in range(5):
-            obs, _, _, _, info = train_env.step(rng.choice(info["admissible_actions"] + ["jump"]))
+            obs, _, _, _, info = env.step(rng.choice(info["admissible_actions"] + ["jump"]))
             out.append((obs, info["admissible_actions"], info["state_keys"]))
         return out
 
@@ -312,11 +314,48 @@ def test_memoised_engine_is_identical_to_textworld_own(train_env):
     memoised = play(5)
     alfworld_memo.uninstall()
     try:
-        train_env.close()  # reload the game through TextWorld's own translation and parsers
+        env.close()  # reload the game through TextWorld's own translation and parsers
         plain = play(5)
     finally:
         alfworld_memo.install()
+        env.close()
     assert plain == memoised
+
+
+def test_transition_cache_is_exact_and_serves_repeated_histories():
+    from graphgpo.envs.alfworld import shared_cache
+
+    cached = envs.make("alfworld", data_dir=FIXTURE, split="valid_unseen")
+    plain = envs.make("alfworld", data_dir=FIXTURE, split="valid_unseen", transition_cache=0)
+    copy = envs.make("alfworld", data_dir=FIXTURE, split="valid_unseen")  # a group's other copy, same process
+    cache = shared_cache(1)
+    try:
+        rng = random.Random(3)
+        _, info = plain.reset(seed=4)
+        script = []  # one random episode, then variants that share its prefix and diverge
+        for _ in range(6):
+            command = rng.choice(info["admissible_actions"] + ["jump"])
+            script.append(command)
+            _, _, done, _, info = plain.step(command)
+            if done:
+                break
+        # the copy fills the cache, then diverges after two commands; the other env only hits (its engine is
+        # loaded and replayed only when facts() asks for it)
+        hits_before = cache.hits
+        for env, commands in ((copy, script), (copy, script[:2] + ["look"] + script[2:]), (cached, script)):
+            expected, got = [plain.reset(seed=4)], [env.reset(seed=4)]
+            for command in commands:
+                expected.append(plain.step(command))
+                got.append(env.step(command))
+            assert got == expected
+            # after hits the engine itself is brought there: its facts are the uncached engine's
+            assert sorted(map(str, env.facts())) == sorted(map(str, plain.facts()))
+        assert cache.hits - hits_before >= len(script) + 3  # the repeated episode never touched the engine
+    finally:
+        for env in (cached, plain, copy):
+            env.close()
+    with pytest.raises(ValueError, match="transition_cache needs memoize"):
+        envs.make("alfworld", data_dir=FIXTURE, memoize=False)
 
 
 # ------------------------------------------------------------------------------- rollouts and prompts

@@ -37,6 +37,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from .alfworld_cache import Outcome, TransitionCache, replay
 from .alfworld_keys import (STATE_KEYS, AlfWorldTracker, alfworld_state_key, facts_state_key,  # noqa: F401
                             track)
 
@@ -148,6 +149,9 @@ class AlfWorldConfig:
     memoize: bool = True
     """Cache TextWorld's PDDL translation and grammar parses (exact, process-wide; ~3x faster resets and ~2x
     faster steps; see alfworld_memo)."""
+    transition_cache: int = 8192
+    """Entries (~5 KB each) of the process-wide exact cache of outcomes by (game, commands since reset) that
+    the copies of a group share (see alfworld_cache); 0 turns it off. Needs memoize=True."""
 
     def __post_init__(self) -> None:
         if self.state_key not in STATE_KEYS:
@@ -155,6 +159,11 @@ class AlfWorldConfig:
         if self.split not in ALFWORLD_SPLITS:
             raise ValueError(f"split: expected one of {list(ALFWORLD_SPLITS)}, got {self.split!r}")
         _check_task_types(self.task_types)
+        if self.transition_cache < 0:
+            raise ValueError(f"transition_cache: must be >= 0, got {self.transition_cache}")
+        if self.transition_cache and not self.memoize:
+            raise ValueError("transition_cache needs memoize=True (replay uses the operator ids of the shared "
+                             "PDDL translation); set transition_cache=0 to play without it")
         if self.game_files is not None and isinstance(self.game_files, str):
             raise ValueError(f"game_files: expected a list of paths, got the string {self.game_files!r}")
 
@@ -195,13 +204,16 @@ class AlfWorldEnv:
             from . import alfworld_memo
 
             alfworld_memo.install()
+        self._cache = shared_cache(cfg.transition_cache) if cfg.transition_cache else None
         self._infos = textworld.EnvInfos(facts=True, admissible_commands=True, won=True)
         self._seed_stream = random.Random(cfg.seed)
-        self._env = None
+        self._env = None  # TextWorld's PDDL environment behind ALFWorld's demangler
+        self._loaded: str | None = None  # the game it has loaded
+        self._synced = -1  # commands of this episode it has played (-1: not reset for this episode)
+        self._walkthroughs: dict[str, list[str]] = {}
         self._game_path: str | None = None
-        self._walkthrough: list[str] = []
-        self._state = None
-        self._obs = ""
+        self._history: list[str] = []  # commands since reset
+        self._outcomes: list[Outcome] = []  # outcome after reset and after each command
         self._tracker = AlfWorldTracker()
         self._task = ""
         self.done = True
@@ -216,62 +228,104 @@ class AlfWorldEnv:
             raise ValueError(f"seed: must be >= 0, got {seed}")
         return self.game_files[seed % len(self.game_files)]
 
+    # ------------------------------------------------------------------ the engine
     def _load(self, path: str) -> None:
         data = read_game(path)
         if self._env is None:
             self._env = self._demangler()(self._pddl_env(self._infos))  # ALFWorld's names: "desk 2"
+        self._loaded = None
         try:
             self._env.load(data)  # the checked JSON: TextWorld's PDDL backend takes it as is
         except Exception as err:  # TextWorld's PDDL parser/translator: name the file
-            self._game_path = None
             raise ValueError(f"ALFWorld game file {path!r} could not be loaded by TextWorld's PDDL backend: "
                              f"{type(err).__name__}: {err}") from err
-        self._game_path = path
-        self._walkthrough = [str(c) for c in data.get("walkthrough") or []]
+        self._loaded = path
+        self._walkthroughs[path] = [str(c) for c in data.get("walkthrough") or []]
 
+    def _engine_reset(self, path: str) -> Outcome:
+        if self._loaded != path:
+            self._load(path)
+        state = self._env.reset()
+        self._synced = 0
+        return Outcome.from_game_state(state, facts_state_key(state.facts))
+
+    def _sync(self) -> None:
+        """Bring the engine to the end of this episode's history (after cache hits)."""
+        if self._synced == len(self._history):
+            return
+        if self._synced < 0:
+            if self._engine_reset(self._game_path) != self._outcomes[0]:
+                raise RuntimeError(f"{self._game_path}: the game's start differs from the cached one")
+        if self._synced < len(self._history):
+            replay(self._env.unwrapped, self._outcomes[self._synced:], self._history[self._synced:])
+            self._synced = len(self._history)
+
+    def facts(self) -> list:
+        """The engine's current PDDL facts (TextWorld propositions with ALFWorld's names), as
+        ``EnvInfos(facts=True)`` gives them."""
+        if not self._outcomes:
+            raise RuntimeError("call reset() before facts()")
+        self._sync()
+        engine = self._env.unwrapped
+        return [engine._get_human_readable_fact(f) for f in engine._pddl_state.facts]
+
+    # ------------------------------------------------------------------ the protocol
     def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[str, dict]:
         if seed is None:
             seed = self._seed_stream.randrange(len(self.game_files))
         path = self.game_for_seed(int(seed))
-        if path != self._game_path:
-            self._load(path)
-        self._state = self._env.reset()
-        self._obs = self._state.feedback.strip()
+        self._game_path, self._history, self._synced = path, [], -1
+        start = self._cache.get((path, ())) if self._cache is not None else None
+        if start is None:
+            start = self._engine_reset(path)
+            if self._cache is not None:
+                self._cache.put((path, ()), start)
+        if path not in self._walkthroughs:
+            self._walkthroughs[path] = [str(c) for c in read_game(path).get("walkthrough") or []]
+        self._outcomes = [start]
         self._tracker = AlfWorldTracker()
-        self._task = self._obs.split(_TASK_MARK, 1)[1].strip() if _TASK_MARK in self._obs else ""
+        self._task = start.observation.split(_TASK_MARK, 1)[1].strip() if _TASK_MARK in start.observation else ""
         self.done = False
         info = self._info(valid=True)
-        info["walkthrough"] = list(self._walkthrough)
-        return self._obs, info
+        info["walkthrough"] = list(self._walkthroughs[path])
+        return start.observation, info
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
-        if self._state is None:
+        if not self._outcomes:
             raise RuntimeError("call reset() before step()")
         if self.done:
             raise RuntimeError("episode is over: call reset()")
         command = action.strip() if isinstance(action, str) else ""
-        valid = command in self.admissible_actions
-        self._state, _, _ = self._env.step(command)
-        self._obs = self._state.feedback.strip()
-        self._tracker = track(self._tracker, command, self._obs)
-        won = bool(self._state.won)
-        self.done = won
-        return self._obs, (1.0 if won else 0.0), won, False, self._info(valid=valid)
+        valid = command in self._outcomes[-1].admissible
+        key = (self._game_path, (*self._history, command))
+        outcome = self._cache.get(key) if self._cache is not None else None
+        if outcome is None:
+            self._sync()
+            state, _, _ = self._env.step(command)
+            outcome = Outcome.from_game_state(state, facts_state_key(state.facts))
+            self._synced += 1
+            if self._cache is not None:
+                self._cache.put(key, outcome)
+        self._history.append(command)
+        self._outcomes.append(outcome)
+        self._tracker = track(self._tracker, command, outcome.observation)
+        self.done = outcome.won
+        return outcome.observation, (1.0 if outcome.won else 0.0), outcome.won, False, self._info(valid=valid)
 
     @property
     def admissible_actions(self) -> list[str]:
         """The game's admissible commands without "help", sorted."""
-        return sorted(c for c in (self._state.admissible_commands or []) if c != "help")
+        return list(self._outcomes[-1].admissible)
 
     @property
     def state_keys(self) -> dict[str, Any]:
         """Both keys of the current state: {"facts": ..., "recipe": ...}."""
-        return {"facts": facts_state_key(self._state.facts),
-                "recipe": alfworld_state_key(self._obs, self._tracker, self.admissible_actions)}
+        now = self._outcomes[-1]
+        return {"facts": now.facts_key, "recipe": alfworld_state_key(now.observation, self._tracker, now.admissible)}
 
     def _info(self, *, valid: bool) -> dict:
         keys = self.state_keys
-        return {"won": bool(self._state.won), "is_action_valid": valid,
+        return {"won": self._outcomes[-1].won, "is_action_valid": valid,
                 "admissible_actions": self.admissible_actions, "state_key": keys[self.config.state_key],
                 "state_keys": keys, "task": self._task, "task_type": alfworld_task_type(self._game_path),
                 "gamefile": self._game_path}
@@ -280,6 +334,17 @@ class AlfWorldEnv:
         if self._env is not None:
             self._env.close()
             self._env = None
-            self._game_path = None
-            self._state = None
+        self._loaded, self._synced, self._outcomes = None, -1, []
         self.done = True
+
+
+_SHARED_CACHE: list[TransitionCache] = []
+
+
+def shared_cache(max_entries: int) -> TransitionCache:
+    """The process's transition cache (grown to ``max_entries`` if a larger one is asked for)."""
+    if not _SHARED_CACHE:
+        _SHARED_CACHE.append(TransitionCache(max_entries))
+    cache = _SHARED_CACHE[0]
+    cache.max_entries = max(cache.max_entries, max_entries)
+    return cache
