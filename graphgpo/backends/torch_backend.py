@@ -182,7 +182,7 @@ def trajectory_advantages(batch, method: str, config) -> torch.Tensor:
 
 def graph_stats(graph: StepGraph, dist: torch.Tensor, num_unique_edges: int, step_group: torch.Tensor,
                 num_step_groups: int) -> dict[str, float | int]:
-    """AdvantageOutput.stats (docs/CONTRACT.md); ``dist`` before filling, so inf marks unreachable."""
+    """AdvantageOutput.stats (graphgpo/output.py); ``dist`` before filling, so inf marks unreachable."""
     n = graph.src.numel()
     state_in_success = graph.has_success.index_select(0, graph.node_group[:graph.num_state_nodes])
     unreachable = state_in_success & torch.isinf(dist[:graph.num_state_nodes])
