@@ -200,11 +200,11 @@ def heldout_success(run_dir: Path, iterations: int) -> float | None:
 
 
 def run_grid(cfg: LearningConfig) -> None:
-    """All runs, seed-major (every method gets seed 0 before any gets seed 1), so that a budget cut short
-    still leaves a balanced comparison."""
+    """All runs, seed-major (every task and method gets seed 0 before any gets seed 1), so that a budget cut
+    short still leaves a balanced comparison."""
     from tqdm import tqdm
 
-    grid = [(t, m, s) for t in cfg.tasks for s in cfg.seeds for m in cfg.methods]
+    grid = [(t, m, s) for s in cfg.seeds for t in cfg.tasks for m in cfg.methods]
     print(f"budget: {len(grid)} runs x {cfg.iterations} iterations (tasks {cfg.tasks}, methods {cfg.methods}, "
           f"seeds {cfg.seeds}), one run at a time, {cfg.threads} torch thread(s)", flush=True)
     bar = tqdm(grid, desc="runs", dynamic_ncols=True)
