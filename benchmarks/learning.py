@@ -61,6 +61,10 @@ TASKS: dict[str, dict[str, Any]] = {
                   "heldout": ["eval_env_kwargs.game_pool_offset=1000"]},
 }
 EVAL_LABEL = "held-out rooms"
+# The random-policy baseline depends only on the task's evaluation tasks and prompt template, not on the
+# method or seed: the first run of a task measures it (1024 episodes, minutes on TextWorld) and later runs
+# of that task start with a copy.
+BASELINE_FILE = "random_baseline.json"
 
 
 @dataclass
@@ -159,6 +163,16 @@ def run_state(run_dir: Path, iterations: int) -> str:
     return "resume" if latest_checkpoint(run_dir) is not None else "fresh"
 
 
+TRAINING_ONLY_FIELDS = ("advantage.", "filter_groups.", "entropy_coef=", "kl_coef=", "learning_rate=",
+                        "ppo_epochs=", "clip_ratio=")
+
+
+def shares_baseline(cfg: LearningConfig, method: str) -> bool:
+    """Whether the run's random baseline equals its task's shared one: no global overrides, and the method's
+    overrides change only training (not the evaluation tasks, the prompts or the episode length)."""
+    return not cfg.overrides and all(item.startswith(TRAINING_ONLY_FIELDS) for item in parse_method(method)[1])
+
+
 def run_one(cfg: LearningConfig, task: str, method: str, seed: int) -> str:
     """Train one (task, method, seed) up to cfg.iterations; returns what it did."""
     from graphgpo.trainer.loop import train
@@ -171,7 +185,14 @@ def run_one(cfg: LearningConfig, task: str, method: str, seed: int) -> str:
         tc = train_config(cfg, task, method, seed)
         if state == "fresh" and run_dir.exists():
             shutil.rmtree(run_dir)  # killed before its first checkpoint: nothing to keep
+        shared_baseline = Path(cfg.run_root) / task / f"random_baseline_eval{cfg.eval_tasks}.json"
+        share = shares_baseline(cfg, method)
+        if share and state == "fresh" and shared_baseline.is_file():
+            run_dir.mkdir(parents=True)
+            shutil.copyfile(shared_baseline, run_dir / BASELINE_FILE)
         train(tc, resume=state == "resume")
+        if share and not shared_baseline.is_file() and (run_dir / BASELINE_FILE).is_file():
+            shutil.copyfile(run_dir / BASELINE_FILE, shared_baseline)
         what = "resumed" if state == "resume" else "trained"
     if TASKS[task].get("heldout") and heldout_success(run_dir, cfg.iterations) is None:
         evaluate_heldout(run_dir, task)
