@@ -13,6 +13,8 @@ from graphgpo.output import AdvantageOutput
 
 MEMORY_BACKENDS = ("reference",)
 """Backends that take a GraphMemory (extra edges in the distance computation)."""
+SIMILARITY_BACKENDS = ("reference",)
+"""Backends that merge similar text states (config option ``similarity``)."""
 
 
 def compute_advantages(batch: StepBatch, method: str = "graphgpo", backend: str = "auto", config: Any = None,
@@ -41,12 +43,16 @@ def compute_advantages(batch: StepBatch, method: str = "graphgpo", backend: str 
     preset = options.pop("preset", None)
     resolved = make_config(method, preset=preset, config=config, **options)
     name = resolve_backend(backend, batch.device)
+    if getattr(resolved, "similarity", None) is not None and name not in SIMILARITY_BACKENDS:
+        raise ValueError(f"backend {name!r} does not support similarity; use one of {', '.join(SIMILARITY_BACKENDS)}")
     if batch.num_rows == 0:
         return AdvantageOutput.empty(method, name, batch.device)
     if memory is not None and not isinstance(memory, GraphMemory):
         raise TypeError(f"memory must be a graphgpo.memory.GraphMemory, got {type(memory).__name__}")
     if memory is None or method != "graphgpo":
         return get_backend(name).compute(batch, method, resolved)
+    if getattr(resolved, "similarity", None) is not None:
+        raise ValueError("memory and similarity cannot be combined: remembered edges use exact state keys")
     if name not in MEMORY_BACKENDS:
         raise ValueError(f"backend {name!r} does not support memory; use one of {', '.join(MEMORY_BACKENDS)}")
     keys = check_task_keys(batch, batch.group_labels if task_keys is None else task_keys)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import defaultdict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -54,6 +54,8 @@ class Row:
     cost: float
     is_success_edge: bool
     """Last step of a successful trajectory: its edge goes to SUCCESS."""
+    step_key: int
+    """Key of the row's step group (its state, or its similarity cluster's representative)."""
 
 
 @dataclass
@@ -99,8 +101,22 @@ def read_rows(batch) -> list[Row]:
             reward=float(columns["reward"][i]),
             cost=float(costs[i]),
             is_success_edge=success and step == length[traj] - 1,
+            step_key=columns["state"][i],
         ))
     return rows
+
+
+def merge_similar_states(batch, rows: list[Row], method: str, threshold: float) -> list[Row]:
+    """SPEC "Similarity merge", recipe-exact (the literal SequenceMatcher pass): GraphGPO's graph nodes and
+    both methods' step groups become cluster representatives, from two separate greedy passes."""
+    from graphgpo import similarity
+
+    step_key = similarity.step_keys(batch, threshold, fast=False)
+    if method != "graphgpo":
+        return [replace(row, step_key=step_key[row.index]) for row in rows]
+    state, next_state = similarity.node_keys(batch, threshold, fast=False)
+    return [replace(row, state=state[row.index], next_state=next_state[row.index], step_key=step_key[row.index])
+            for row in rows]
 
 
 def rows_by_group(rows: list[Row]) -> dict[int, list[Row]]:
@@ -259,7 +275,7 @@ def step_advantages(group_rows: list[Row], returns: dict[int, float], config) ->
     """SPEC 6, for one group: row index -> return normalised within its step group (same state)."""
     step_groups: dict[int, list[Row]] = defaultdict(list)
     for row in group_rows:
-        step_groups[row.state].append(row)
+        step_groups[row.step_key].append(row)
     advantages = {}
     for members in step_groups.values():
         values = [returns[row.index] for row in members]
@@ -335,10 +351,10 @@ def rloo_values(rewards: dict[int, float]) -> dict[int, float]:
 
 
 def step_group_ids(rows: list[Row]) -> list[int]:
-    """Dense id of (group, state) per row, ids in sorted order of (group id, state key)."""
-    keys = sorted({(row.group, row.state) for row in rows})
+    """Dense id of (group, step key) per row, ids in sorted order of (group id, key)."""
+    keys = sorted({(row.group, row.step_key) for row in rows})
     dense = {key: i for i, key in enumerate(keys)}
-    return [dense[(row.group, row.state)] for row in rows]
+    return [dense[(row.group, row.step_key)] for row in rows]
 
 
 def graph_stats(groups: dict[int, list[Row]], graphs: dict[int, GroupGraph], unreachable: dict[int, set],
@@ -349,7 +365,7 @@ def graph_stats(groups: dict[int, list[Row]], graphs: dict[int, GroupGraph], unr
     step_group_sizes: dict[tuple, int] = defaultdict(int)
     for gid, group_rows in groups.items():
         for row in group_rows:
-            step_group_sizes[(gid, row.state)] += 1
+            step_group_sizes[(gid, row.step_key)] += 1
     singleton_rows = sum(1 for size in step_group_sizes.values() if size == 1)
     states_in_success_groups = sum(len(g.nodes) for g in graphs.values() if g.has_success)
     unreachable_states = sum(len(unreachable[gid]) for gid, g in graphs.items() if g.has_success)
@@ -380,6 +396,8 @@ def compute(batch, method: str, config, extra_edges=None) -> AdvantageOutput:
     n = len(rows)
     if n == 0:
         return AdvantageOutput.empty(method, "reference", batch.device)
+    if getattr(config, "similarity", None) is not None:
+        rows = merge_similar_states(batch, rows, method, config.similarity)
     groups = rows_by_group(rows)
     graphs = {gid: build_graph(group_rows) for gid, group_rows in groups.items()}
     weighted = batch.cost is not None
