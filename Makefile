@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 # The CPU wheel of torch: installed first, so that no later requirement pulls a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev,train,envs
+EXTRAS ?= dev,train,envs,alfworld
 
 .PHONY: install train test bench gpu-check clean
 

@@ -28,7 +28,9 @@ SequenceMatcher implementation.
 from __future__ import annotations
 
 import difflib
-from typing import Hashable, Sequence
+from typing import Hashable
+
+import torch
 
 try:  # optional: an exact C upper bound that prunes most pairs at once
     from rapidfuzz.distance import Indel as _Indel
@@ -36,7 +38,8 @@ try:  # optional: an exact C upper bound that prunes most pairs at once
 except ImportError:  # pragma: no cover - rapidfuzz is in the dev extra
     _Indel = _cdist = None
 
-__all__ = ["check_threshold", "similar", "GreedyClusters", "node_keys", "step_keys", "state_texts"]
+__all__ = ["check_threshold", "similar", "GreedyClusters", "node_keys", "step_keys", "state_texts",
+           "similarity_inputs"]
 
 # rapidfuzz's bound is a float; a pair whose bound equals the threshold must not be pruned by rounding.
 _BOUND_SLACK = 1e-9
@@ -154,6 +157,14 @@ def step_keys(batch, threshold: float, fast: bool = True) -> list[int]:
             for g, s in zip(batch.group.tolist(), batch.state.tolist())]
 
 
-def merged_counts(keys: Sequence[int], original: Sequence[int]) -> int:
-    """How many distinct original keys were merged into another key's cluster."""
-    return len({o for k, o in zip(keys, original) if k != o})
+def similarity_inputs(batch, method: str, threshold: float, fast: bool = True):
+    """The merged keys as the estimator pipeline's graph inputs (``graphgpo.backends.pipeline.GraphInputs``):
+    GraphGPO gets node keys and step keys, GiGPO step keys (it has no graph)."""
+    from graphgpo.backends.pipeline import GraphInputs
+
+    tensor = lambda keys: torch.tensor(keys, dtype=torch.int64, device=batch.device)  # noqa: E731
+    step = tensor(step_keys(batch, threshold, fast))
+    if method != "graphgpo":
+        return GraphInputs(step_key=step)
+    state, next_state = node_keys(batch, threshold, fast)
+    return GraphInputs(state_key=tensor(state), next_key=tensor(next_state), step_key=step)

@@ -52,17 +52,20 @@ def variants():
     out.append(("tail dmax", tail._group_dmax_kernel,
                 {"dist_ptr": "*fp64", "node_group_ptr": "*i64", "dmax_ptr": "*fp64", "num_nodes": "i32"},
                 {"BLOCK": 256}))
-    ret_sig = {"group_ptr": "*i64", "src_ptr": "*i64", "dst_ptr": "*i64", "to_succ_ptr": "*u8", "valid_ptr": "*u8",
-               "cost_ptr": "*fp64", "given_ptr": "*fp64", "dist_ptr": "*fp64", "dmax_ptr": "*fp64",
-               "has_succ_ptr": "*u8", "seg_ptr": "*i64", "ep_reward_ptr": "*fp64", "step_ptr": "*i64",
-               "d_state_ptr": "*fp64", "d_next_ptr": "*fp64", "ret_ptr": "*fp64",
-               "s_cnt_ptr": "*i32", "s_sum_ptr": "*fp64", "s_min_ptr": "*fp64", "s_max_ptr": "*fp64",
-               "e_cnt_ptr": "*i32", "e_sum_ptr": "*fp64", "e_min_ptr": "*fp64", "e_max_ptr": "*fp64",
-               "n": "i32", "r_succ": "fp64", "log2_omega": "fp64", "penalty": "fp64"}
-    for mode, has_cost, per_traj in ((0, False, False), (1, True, True), (1, False, False), (2, False, True),
-                                     (3, False, False), (3, False, True)):
-        out.append((f"tail returns mode={mode} cost={has_cost} per_traj={per_traj}", tail._returns_pass, ret_sig,
-                    {"MODE": mode, "HAS_COST": has_cost, "PER_TRAJ": per_traj, "BLOCK": 256}))
+    for mode, has_cost in ((0, False), (1, True), (1, False), (2, False)):
+        out.append((f"tail graph returns mode={mode} cost={has_cost}", tail._graph_returns_kernel,
+                    {"group_ptr": "*i64", "src_ptr": "*i64", "dst_ptr": "*i64", "valid_ptr": "*u8",
+                     "cost_ptr": "*fp64", "dist_ptr": "*fp64", "dmax_ptr": "*fp64", "has_succ_ptr": "*u8",
+                     "d_state_ptr": "*fp64", "d_next_ptr": "*fp64", "ret_ptr": "*fp64", "n": "i32",
+                     "r_succ": "fp64", "log2_omega": "fp64", "penalty": "fp64"},
+                    {"MODE": mode, "HAS_COST": has_cost, "BLOCK": 256}))
+    for per_traj in (False, True):
+        out.append((f"tail moments per_traj={per_traj}", tail._moments_pass,
+                    {"group_ptr": "*i64", "seg_ptr": "*i64", "ret_ptr": "*fp64", "ep_reward_ptr": "*fp64",
+                     "valid_ptr": "*u8", "step_ptr": "*i64", "s_cnt_ptr": "*i32", "s_sum_ptr": "*fp64",
+                     "s_min_ptr": "*fp64", "s_max_ptr": "*fp64", "e_cnt_ptr": "*i32", "e_sum_ptr": "*fp64",
+                     "e_min_ptr": "*fp64", "e_max_ptr": "*fp64", "n": "i32", "penalty": "fp64"},
+                    {"PER_TRAJ": per_traj, "BLOCK": 256}))
     for per_traj in (False, True):
         out.append((f"tail deviation per_traj={per_traj}", tail._deviation_pass,
                     {"group_ptr": "*i64", "seg_ptr": "*i64", "ret_ptr": "*fp64", "ep_reward_ptr": "*fp64",
@@ -81,7 +84,7 @@ def variants():
                     {"MEAN_ONLY": mean_only, "BLOCK": 256}))
     out.append(("tail discounted", tail._discounted_kernel,
                 {"order_ptr": "*i64", "offset_ptr": "*i64", "length_ptr": "*i64", "reward_ptr": "*fp64",
-                 "out_ptr": "*fp64", "num_trajs": "i32", "gamma": "fp64"},
+                 "valid_ptr": "*u8", "out_ptr": "*fp64", "num_trajs": "i32", "gamma": "fp64", "penalty": "fp64"},
                 {"BLOCK": 128}))
     return out
 

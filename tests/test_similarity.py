@@ -219,3 +219,19 @@ def test_similarity_cannot_be_combined_with_memory():
     batch = StepBatch.from_records(text_walk_records(random.Random(0)))
     with pytest.raises(ValueError, match="memory and similarity cannot be combined"):
         compute_advantages(batch, "graphgpo", backend="reference", similarity=0.9, memory=GraphMemory())
+
+
+@pytest.mark.parametrize("method", ["graphgpo", "gigpo"])
+@pytest.mark.parametrize("seed", range(3))
+def test_torch_backend_equals_the_reference_with_similarity(method, seed):
+    """The torch pipeline gets the merged keys from the exact fast path, the reference from the literal loop."""
+    batch = StepBatch.from_records(text_walk_records(random.Random(200 + seed), base_len=50))
+    ref = compute_advantages(batch, method, backend="reference", similarity=0.9)
+    fast = compute_advantages(batch, method, backend="torch", similarity=0.9)
+    plain = compute_advantages(batch, method, backend="torch")
+    assert torch.equal(fast.step_group, ref.step_group)
+    assert not torch.equal(fast.step_group, plain.step_group)  # the merge changes the step groups
+    if method == "graphgpo":
+        assert torch.equal(fast.d_state, ref.d_state) and torch.equal(fast.d_next, ref.d_next)
+    assert torch.allclose(fast.advantages, ref.advantages, atol=1e-6)
+    assert fast.stats == ref.stats
