@@ -11,7 +11,9 @@ iterations, rollouts and PPO epochs. Nothing is tuned per method.
 The budget is stated up front: ``--iterations`` per run, tasks x methods x seeds runs. Runs go one at a
 time (the machine is shared) into ``RUN_ROOT/<task>/<method>/seed<k>`` and are resumable: a finished run
 is skipped, a run with a checkpoint resumes from it, and raising ``--iterations`` later extends the runs
-already on disk (the trainer resumes from their last checkpoint), so partial budgets accumulate.
+already on disk (the trainer resumes from their last checkpoint), so partial budgets accumulate. An
+extended run stretches its remaining learning-rate decay to the new budget (``lr_decay_iterations`` =
+``--iterations``, stated explicitly because a resumed run otherwise keeps its decay length).
 
 Outputs in ``--out`` (default benchmarks/results/learning): ``learning.md`` and ``learning.json`` (table per
 task: final held-out success, area under the training success curve, iterations to reach 50% of the best
@@ -145,8 +147,8 @@ def train_config(cfg: LearningConfig, task: str, method: str, seed: int):
     tc = TrainConfig()
     apply_mapping(tc, {
         "seed": seed, "env": spec["env"], "env_kwargs": dict(spec["env_kwargs"]), "max_steps": spec["max_steps"],
-        "num_iterations": cfg.iterations, "eval_every": cfg.eval_every, "eval_tasks": cfg.eval_tasks,
-        "num_threads": cfg.threads, "model_name_or_path": cfg.model, "save_every": 10, "keep_checkpoints": 1,
+        "num_iterations": cfg.iterations, "lr_decay_iterations": cfg.iterations, "eval_every": cfg.eval_every,
+        "eval_tasks": cfg.eval_tasks, "num_threads": cfg.threads, "model_name_or_path": cfg.model, "save_every": 10, "keep_checkpoints": 1,
         "tensorboard": False, "advantage": {"method": base_method},
         "output_dir": str(run_dir_for(cfg, task, method, seed)),
         **({"prompt_style": spec["prompt_style"]} if "prompt_style" in spec else {}),

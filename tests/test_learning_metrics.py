@@ -139,3 +139,13 @@ def test_paired_differences_at_the_same_ds_setting_and_the_goal_table(tmp_path):
     write_report(cfg)
     assert (tmp_path / "out" / "sokoban-easy.png").stat().st_size > 0
     assert "Goal check" in (tmp_path / "out" / "learning.md").read_text()
+
+
+def test_extending_the_budget_stretches_the_learning_rate_decay(tmp_path):
+    """A resumed run keeps its decay length unless told otherwise; learning.py's --iterations sets both."""
+    from benchmarks.learning import train_config
+
+    for iterations in (100, 150):
+        cfg = LearningConfig(tasks=["sokoban-easy"], iterations=iterations, run_root=str(tmp_path)).validate()
+        tc = train_config(cfg, "sokoban-easy", "graphgpo@filter_groups.enable=true", 0)
+        assert tc.num_iterations == tc.lr_decay_iterations == iterations and tc.filter_groups.enable
