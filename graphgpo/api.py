@@ -9,6 +9,7 @@ from graphgpo.batch import StepBatch
 from graphgpo.config import make_config
 from graphgpo.memory import GraphMemory, check_task_keys
 from graphgpo.output import AdvantageOutput
+from graphgpo.similarity import similarity_inputs
 
 
 def compute_advantages(batch: StepBatch, method: str = "graphgpo", backend: str = "auto", config: Any = None,
@@ -38,12 +39,21 @@ def compute_advantages(batch: StepBatch, method: str = "graphgpo", backend: str 
     preset = options.pop("preset", None)
     resolved = make_config(method, preset=preset, config=config, **options)
     name = resolve_backend(backend, batch.device)
-    if batch.num_rows == 0:
-        return AdvantageOutput.empty(method, name, batch.device)
     if memory is not None and not isinstance(memory, GraphMemory):
         raise TypeError(f"memory must be a graphgpo.memory.GraphMemory, got {type(memory).__name__}")
-    if memory is None or method != "graphgpo":
-        return get_backend(name).compute(batch, method, resolved)
+    threshold = getattr(resolved, "similarity", None)
+    use_memory = memory is not None and method == "graphgpo"
+    if use_memory and threshold is not None:
+        raise ValueError("memory and similarity cannot be combined: remembered edges use exact state keys")
+    if batch.num_rows == 0:
+        return AdvantageOutput.empty(method, name, batch.device)
+    if not use_memory:
+        # The reference backend runs the recipe's literal similarity loop (the oracle); the others the exact
+        # fast path (the same clusters).
+        if threshold is None:
+            return get_backend(name).compute(batch, method, resolved)
+        inputs = similarity_inputs(batch, method, threshold, fast=name != "reference")
+        return get_backend(name).compute(batch, method, resolved, inputs)
     keys = check_task_keys(batch, batch.group_labels if task_keys is None else task_keys)
     extra = memory.extra_edges(keys, batch.device)
     batch = extra.costed(batch)
