@@ -10,16 +10,19 @@ from graphgpo.config import make_config
 from graphgpo.output import AdvantageOutput
 
 
-def compute_advantages(batch: StepBatch, method: str = "graphgpo", backend: str = "auto", config: Any = None,
-                       **options: Any) -> AdvantageOutput:
+def compute_advantages(batch: StepBatch, method: str = "graphgpo", backend: str = "auto", config: Any = None, *,
+                       stats: bool = True, **options: Any) -> AdvantageOutput:
     """Per-step advantages of ``method`` for every row of ``batch``.
 
     Args:
         batch: a ``StepBatch`` (rows = environment steps).
         method: "graphgpo" | "gigpo" | "grpo" | "rloo".
-        backend: "auto" | "reference" | "torch" | "triton" | "cugraph". "auto" picks Triton for CUDA
-            tensors when it is usable, else the vectorised torch backend.
+        backend: "auto" | "reference" | "torch" | "triton" | "cugraph". "auto" picks the vectorised torch
+            backend (CPU or CUDA); Triton only once ``graphgpo.backends.TRITON_BY_DEFAULT`` is flipped after a
+            passing GPU check.
         config: a config instance of the method (``GraphGPOConfig`` ...); ``options`` override its fields.
+        stats: compute ``AdvantageOutput.stats`` (graph diagnostics). False skips them: one host sync less on
+            CUDA, and no graph at all for GRPO / RLOO.
         **options: fields of the method's config (e.g. ``omega=0.2``), or ``preset="webshop"``.
 
     Returns:
@@ -32,4 +35,4 @@ def compute_advantages(batch: StepBatch, method: str = "graphgpo", backend: str 
     name = resolve_backend(backend, batch.device)
     if batch.num_rows == 0:
         return AdvantageOutput.empty(method, name, batch.device)
-    return get_backend(name).compute(batch, method, resolved)
+    return get_backend(name).compute(batch, method, resolved, stats=stats)
