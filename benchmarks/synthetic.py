@@ -9,6 +9,8 @@ with probability ``invalid_rate``.
 
 from __future__ import annotations
 
+import random
+
 import torch
 
 from graphgpo.batch import StepBatch
@@ -93,3 +95,42 @@ def make_synthetic_records(num_groups: int = 16, group_size: int = 8, horizon: i
          "valid": valid[i], "episode_reward": episode_reward[i], "reward": reward[i]}
         for i in range(len(group))
     ]
+
+
+def mdp_records(num_tasks: int, group_size: int = 8, *, num_states: int = 200, num_actions: int = 4,
+                invalid_rate: float = 0.1, max_steps: int = 50, seed: int = 0) -> list[dict]:
+    """Records of uniform-random rollouts in one random deterministic MDP per task (the batches of the
+    credit-step comparison in benchmarks/core_scaling.py).
+
+    Each task: ``num_states`` states named by short strings (unique per task), ``num_actions`` actions per
+    state, a share ``invalid_rate`` of (state, action) pairs invalid (the agent stays put), a random goal
+    and a random start shared by the task's ``group_size`` rollouts. An episode ends at the goal (success,
+    episode reward 10, step reward 10 on the last step) or after ``max_steps`` steps. T tasks x 8 rollouts
+    give about 1.5k / 5.7k / 23k / 93k / 367k steps for T = 4 / 16 / 64 / 256 / 1024.
+    """
+    rng = random.Random(seed)
+    records = []
+    for task in range(num_tasks):
+        names = [f"t{task}s{k}" for k in range(num_states)]
+        move = [[rng.randrange(num_states) for _ in range(num_actions)] for _ in range(num_states)]
+        invalid = [[rng.random() < invalid_rate for _ in range(num_actions)] for _ in range(num_states)]
+        goal, start = rng.randrange(num_states), rng.randrange(num_states)
+        group = f"task-{task}"
+        for rollout in range(group_size):
+            traj = f"{group}/rollout-{rollout}"
+            state, steps = start, []
+            for _ in range(max_steps):
+                action = rng.randrange(num_actions)
+                bad = invalid[state][action]
+                following = state if bad else move[state][action]
+                steps.append((state, following, not bad))
+                state = following
+                if state == goal:
+                    break
+            success = state == goal
+            for t, (s, following, valid) in enumerate(steps):
+                records.append({"group": group, "traj": traj, "step": t, "state": names[s],
+                                "next_state": names[following], "success": success, "valid": valid,
+                                "episode_reward": 10.0 if success else 0.0,
+                                "reward": 10.0 if success and t == len(steps) - 1 else 0.0})
+    return records

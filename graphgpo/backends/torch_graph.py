@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from graphgpo.backends import host_sync
+
 F64 = torch.float64
 
 NUMPY_SORT_MAX = 1 << 18
@@ -93,21 +95,21 @@ def sorted_unique(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``torch.unique(values, return_inverse=True)`` for 1-D int64: sorted distinct values, and the index of
     each value among them."""
     if values.device.type != "cpu" or values.numel() > NUMPY_SORT_MAX:
-        return torch.unique(values, return_inverse=True)
+        return host_sync.unique(values, "unique: number of distinct values")
     order = argsort(values)
     ordered = values.index_select(0, order)
     first = torch.ones_like(ordered, dtype=torch.bool)
     first[1:] = ordered[1:] != ordered[:-1]
     inverse = torch.empty_like(order)
     inverse.index_copy_(0, order, torch.cumsum(first, 0) - 1)
-    return ordered[first], inverse
+    return host_sync.compress(ordered, first, "unique: number of distinct values"), inverse
 
 
 def segment_counts(index: torch.Tensor, size: int) -> torch.Tensor:
     """int64 [size]: how often each id occurs in ``index`` (ids < size). ``torch.bincount`` on CPU (fastest
     there); on CUDA a scatter-add, because CUDA's bincount reads the largest id back to the host."""
     if index.device.type == "cpu":
-        return torch.bincount(index, minlength=size)
+        return torch.bincount(index, minlength=size)  # no sync: CPU only
     return torch.zeros(size, dtype=torch.int64, device=index.device).index_add_(0, index, torch.ones_like(index))
 
 
@@ -158,7 +160,7 @@ def node_ids(batch, to_success: torch.Tensor, state_key: torch.Tensor, next_key:
     has_follower = follower >= 0
     follower = follower.clamp(min=0)
     chained = has_follower & (next_key == state_key.index_select(0, follower))
-    own = torch.nonzero(~(chained | to_success)).squeeze(1)  # host sync: the number of extra keys
+    own = host_sync.nonzero(~(chained | to_success), "node ids: next_states with a key of their own")
     keys = [state_key, next_key.index_select(0, own)]
     groups = [batch.group, batch.group.index_select(0, own)]
     if extra_key is not None:
@@ -179,7 +181,7 @@ def reverse_csr(graph: StepGraph) -> ReverseCSR:
     key = key.index_select(0, order)
     first = torch.ones_like(key, dtype=torch.bool)
     first[1:] = key[1:] != key[:-1]
-    unique_key = key[first]  # host sync: the number of distinct edges
+    unique_key = host_sync.compress(key, first, "reverse CSR: number of distinct edges")
     src = unique_key % num_nodes
     dst = torch.div(unique_key, num_nodes, rounding_mode="floor")
     cost = None
@@ -188,7 +190,7 @@ def reverse_csr(graph: StepGraph) -> ReverseCSR:
         cost = torch.full((unique_key.numel(),), math.inf, dtype=F64, device=key.device).scatter_reduce_(
             0, edge, graph.cost.index_select(0, order), "amin")
     indptr = torch.zeros(num_nodes + 1, dtype=torch.int64, device=key.device)
-    indptr[1:] = torch.cumsum(torch.bincount(dst, minlength=num_nodes), 0)
+    indptr[1:] = torch.cumsum(segment_counts(dst, num_nodes), 0)
     return ReverseCSR(indptr, src, dst, cost, unique_key.numel())
 
 
@@ -212,14 +214,14 @@ def sweep_distances(graph: StepGraph, csr: ReverseCSR | None = None) -> torch.Te
     cost = edges.cost if edges.cost is not None else 1.0
     while True:
         relaxed = dist.scatter_reduce(0, edges.src, dist.index_select(0, edges.dst) + cost, "amin")
-        if torch.equal(relaxed, dist):  # host sync, once per level
+        if not host_sync.differ(relaxed, dist, "sweep: any distance changed"):
             return dist
         dist = relaxed
 
 
 def _expand_segments(starts: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     """Concatenation of ranges starts[i] .. starts[i]+counts[i]-1, without a Python loop."""
-    total = int(counts.sum())  # host sync: the size of the next frontier's edge list
+    total = host_sync.to_int(counts.sum(), "frontier: number of in-edges to expand")
     offsets = torch.cumsum(counts, 0) - counts
     shift = torch.repeat_interleave(starts - offsets, counts, output_size=total)
     return shift + torch.arange(total, device=starts.device)
@@ -229,7 +231,7 @@ def _dedupe(nodes: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
     """``nodes`` without repeats, in O(len) using the scratch buffer ``owner`` [num_nodes] (no sort)."""
     position = torch.arange(nodes.numel(), device=nodes.device)
     owner.index_copy_(0, nodes, position)  # with repeats one arbitrary writer wins; exactly that copy is kept
-    return nodes[owner.index_select(0, nodes) == position]
+    return host_sync.compress(nodes, owner.index_select(0, nodes) == position, "frontier: dedupe")
 
 
 def frontier_distances(graph: StepGraph, csr: ReverseCSR) -> torch.Tensor:
@@ -252,13 +254,13 @@ def frontier_distances(graph: StepGraph, csr: ReverseCSR) -> torch.Tensor:
         tails = csr.src.index_select(0, edges)
         if csr.cost is None:
             level += 1
-            tails = tails[torch.isinf(dist.index_select(0, tails))]
+            tails = host_sync.compress(tails, torch.isinf(dist.index_select(0, tails)), "frontier: newly reached")
             dist.index_fill_(0, tails, float(level))
         else:
             before = dist.index_select(0, tails)
             relaxed = dist.index_select(0, csr.dst.index_select(0, edges)) + csr.cost.index_select(0, edges)
             dist.scatter_reduce_(0, tails, relaxed, "amin")
-            tails = tails[dist.index_select(0, tails) < before]
+            tails = host_sync.compress(tails, dist.index_select(0, tails) < before, "frontier: improved")
         frontier = _dedupe(tails, owner)
     return dist
 
