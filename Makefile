@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 #   make install TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126    # a CUDA 12.6 build
 #   make install TORCH_INDEX_URL=                                          # PyPI's default build
 TORCH_INDEX_URL ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,https://download.pytorch.org/whl/cpu)
-EXTRAS ?= dev,train,envs
+EXTRAS ?= dev,train,envs,alfworld
 
 .PHONY: install train test bench gpu-check clean
 

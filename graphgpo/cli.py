@@ -19,6 +19,8 @@ examples:
   graphgpo train                                  the embedded CPU default (tiny LM, 5x5 Sokoban, GraphGPO)
   graphgpo train advantage.method=grpo seed=1     dotted overrides of the config (graphgpo/trainer/config.py)
   graphgpo train --config embedded-textworld      a preset (graphgpo presets lists them) or a YAML file
+  graphgpo train filter_groups.enable=true        dynamic sampling (the recipe's +DS); graph memory:
+      advantage.memory=true, similarity merge: advantage.options.similarity=0.95
   graphgpo train --resume runs/RUN num_iterations=500
   graphgpo eval runs/RUN --tasks 512
   graphgpo plot runs/A runs/B --output cmp.png

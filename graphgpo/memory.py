@@ -27,7 +27,7 @@ valid upper bounds of the true ones. ``state_dict`` / ``load_state_dict`` make i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Hashable, Sequence
 
 import torch
@@ -54,14 +54,29 @@ class ExtraEdges:
     def __len__(self) -> int:
         return self.group.numel()
 
-    def by_group(self) -> dict[int, list[tuple[int, int | None, float]]]:
-        """group -> [(source, target or None for SUCCESS, cost)] as Python values (reference backend)."""
-        out: dict[int, list] = {}
-        rows = zip(self.group.tolist(), self.source.tolist(), self.target.tolist(), self.to_success.tolist(),
-                   self.cost.tolist())
-        for group, source, target, to_success, cost in rows:
-            out.setdefault(group, []).append((source, None if to_success else target, cost))
-        return out
+    def costed(self, batch):
+        """``batch`` itself, or with explicit unit costs when remembered edges cost other than 1 (edges
+        remembered from a weighted batch joining an unweighted one); unit costs give the same distances."""
+        if batch.cost is not None or len(self) == 0 or bool((self.cost == 1.0).all()):
+            return batch
+        return replace(batch, cost=torch.ones(batch.num_rows, dtype=torch.float64, device=batch.device))
+
+    def graph_inputs(self, batch):
+        """The edges as the estimator pipeline's extra edges (``graphgpo.backends.pipeline.GraphInputs``)."""
+        from graphgpo.backends.pipeline import GraphInputs
+
+        if len(self) == 0:
+            return None
+        return GraphInputs(extra_group=self.group, extra_src=self.source, extra_dst=self.target,
+                           extra_success=self.to_success, extra_cost=self.cost if batch.cost is not None else None)
+
+    def stats(self, batch) -> dict[str, int]:
+        """``memory_edges``, and ``memory_success_groups``: groups without a success of their own whose
+        remembered edges reach SUCCESS."""
+        own = torch.zeros(batch.num_groups, dtype=torch.int64, device=batch.device).index_add_(
+            0, batch.group, batch.success.long()) > 0
+        remembered = torch.zeros_like(own, dtype=torch.int64).index_add_(0, self.group, self.to_success.long()) > 0
+        return {"memory_edges": len(self), "memory_success_groups": int((remembered & ~own).sum())}
 
 
 class GraphMemory:
