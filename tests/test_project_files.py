@@ -52,7 +52,7 @@ def test_ci_runs_the_readme_test_command():
 def test_make_install_chooses_the_cpu_torch_index_overridably():
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^TORCH_INDEX_URL \?= .*https://download\.pytorch\.org/whl/cpu", makefile, re.M)
-    assert "--extra-index-url $(TORCH_INDEX_URL)" in makefile
+    assert "--no-deps --index-url $(TORCH_INDEX_URL)" in makefile  # only torch from that index
     assert "scripts/preflight.py" in makefile.split("install:")[1].split("\n\n")[0]
 
 
