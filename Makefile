@@ -5,8 +5,9 @@ PIP := $(PYTHON) -m pip
 # torch is installed first, explicitly, so that no later requirement pulls a torch build of its own.
 TORCH_SPEC ?= torch==2.13.0
 # Where that torch comes from: PyTorch's CPU-only wheel index on a machine without an NVIDIA GPU, so pip
-# does not download PyPI's multi-GB CUDA build (pip still takes a matching wheel it has locally first); the
-# default index (PyPI: CUDA wheels on Linux) where nvidia-smi exists. Override, e.g.
+# does not download PyPI's multi-GB CUDA build (a matching wheel in pip's configured find-links folder
+# is taken first); the default index (PyPI: CUDA wheels on Linux) where nvidia-smi exists. Only torch
+# itself comes from that index; its dependencies come from the usual ones. Override, e.g.
 #   make install TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126    # a CUDA 12.6 build
 #   make install TORCH_INDEX_URL=                                          # PyPI's default build
 TORCH_INDEX_URL ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,https://download.pytorch.org/whl/cpu)
@@ -16,8 +17,9 @@ EXTRAS ?= dev,train,envs,alfworld
 
 install:
 	@$(PYTHON) scripts/preflight.py
-	$(PYTHON) -c "import torch" 2>/dev/null || \
-		$(PIP) install $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL)) "$(TORCH_SPEC)"
+	$(PYTHON) -c "import torch" 2>/dev/null || { \
+		$(if $(TORCH_INDEX_URL),$(PIP) install --no-deps --index-url $(TORCH_INDEX_URL) "$(TORCH_SPEC)" &&) \
+		$(PIP) install "$(TORCH_SPEC)"; }
 	$(PIP) install -q -e ".[$(EXTRAS)]"
 
 train: install

@@ -32,7 +32,7 @@ examples:
 EXTRA_OF_MODULE = {
     "transformers": "train", "tokenizers": "train", "peft": "train", "tensorboard": "train",
     "textworld": "envs", "wandb": "wandb", "vllm": "vllm", "verl": "verl", "triton": "gpu", "cupy": "gpu",
-    "pylibcugraph": "cugraph",
+    "pylibcugraph": "cugraph", "alfworld": "alfworld", "rapidfuzz": "similarity",
 }
 
 
@@ -262,7 +262,7 @@ def preset_needs(values: dict) -> str:
     if values.get("use_vllm"):
         needs.append("vllm extra")
     env = values.get("env", "sokoban")
-    needs.append({"alfworld": "ALFWorld data (~/.cache/alfworld; alfworld-download)",
+    needs.append({"alfworld": "ALFWorld games ($ALFWORLD_DATA or ~/.cache/alfworld; alfworld-download)",
                   "webshop": "WebShop data and server (not bundled)",
                   "textworld": "textworld (envs extra; games generated locally)"}.get(env, "no data"))
     needs.append("no download" if model == "embedded" else f"downloads {model}")

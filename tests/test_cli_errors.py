@@ -90,7 +90,7 @@ def test_presets_say_what_they_need(capsys):
     lines = {line.split()[0]: line for line in out.splitlines() if line and not line.startswith("(")}
     assert "CPU" in lines["embedded-sokoban"] and "no download" in lines["embedded-sokoban"]
     assert "textworld" in lines["embedded-textworld"]
-    assert "GPU" in lines["qwen2.5-1.5b-alfworld"] and "ALFWorld data" in lines["qwen2.5-1.5b-alfworld"]
+    assert "GPU" in lines["qwen2.5-1.5b-alfworld"] and "ALFWorld games" in lines["qwen2.5-1.5b-alfworld"]
     assert "downloads Qwen/Qwen2.5-7B-Instruct" in lines["qwen2.5-7b-webshop"]
     assert preset_needs({"env": "sokoban", "device": "cuda", "model_name_or_path": "m"}).startswith("sokoban")
 

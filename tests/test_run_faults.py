@@ -295,3 +295,24 @@ def test_report_to_wandb_offline(tmp_path, monkeypatch):
     run_id = (run / "wandb_run_id").read_text().strip()
     assert len(offline) == 1 and offline[0].name.endswith(run_id)
     assert not (run / "tensorboard").exists()
+
+
+def test_unwritable_output_paths_are_one_line(finished, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    blocked = tmp_path / "file" / "out"  # a path below a regular file cannot be created
+    code, err = cli(["plot", str(finished[0]), "--output", str(blocked / "p.png")], capsys)
+    assert_one_line_error(code, err, "plot")
+    code, err = cli(["eval", str(finished[0]), "--tasks", "2", "--output", str(blocked / "e.json")], capsys)
+    assert_one_line_error(code, err, "eval")
+    assert str(blocked) in err
+
+
+def test_python_api_resume_with_a_fresh_config_as_the_benchmarks_do(finished, tmp_path):
+    """benchmarks/learning.py resumes with a config built from scratch (None = auto defaults, no
+    lr_decay_iterations): the same run, extended; the decay then spans the new num_iterations."""
+    from graphgpo.trainer.loop import train
+
+    run = copy_run(finished, tmp_path)
+    summary = train(load_config(None, [*TINY, "num_iterations=4", f"output_dir={run}"]), resume=True)
+    assert summary["iterations"] == 4
+    assert read_metrics(run)[3]["learning_rate"] == pytest.approx(0.003 / 4)

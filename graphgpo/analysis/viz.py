@@ -39,7 +39,8 @@ def visualize_task(run_dir: str | Path, task: int, *, out: str | Path | None = N
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"methods: {unknown[0]!r} is not one of {', '.join(METHODS)}")
-    computed = list(dict.fromkeys(["graphgpo", "grpo", *methods]))  # distances and the diagnostics need both
+    wanted = {"graphgpo", "grpo", *methods}  # distances and the diagnostics need graphgpo and grpo
+    computed = [m for m in METHODS if m in wanted]
     runs = collect_run_rollouts(run_dir, [task], policy=policy, temperature=temperature, seed=seed,
                                 group_size=group_size)
     batch = runs.result.batch

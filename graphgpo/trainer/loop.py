@@ -228,6 +228,8 @@ class Trainer:
         run = self.run_dir
         if self.resume:
             saved = load_run_config(run).resolved(on_cuda=resolve_device(self.cfg.device).type == "cuda")
+            if self.cfg.use_chat_template is None:  # "auto" is decided by the tokenizer, the run's own
+                self.cfg.use_chat_template = saved.use_chat_template
             self.config_changes = self.cfg.resume_changes(saved)
         elif (run / "metrics.jsonl").exists() or (run / "checkpoints").exists():
             raise ValueError(f"output_dir {str(run)!r} already holds a run: use --resume {run} or another "

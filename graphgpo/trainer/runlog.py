@@ -23,6 +23,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
+import yaml
+
 THROUGHPUT_KEYS = ("env_steps_per_s", "tokens_per_s")
 TIMING_KEYS = frozenset({"time_rollout", "time_advantage", "time_update", "time_eval", "time_iteration",
                          *THROUGHPUT_KEYS})
@@ -115,7 +117,8 @@ class RunLog:
 
     def _open(self) -> None:
         self._opened = True
-        text = "    " + json.dumps(self.config, indent=1).replace("\n", "\n    ")  # markdown code block
+        config = yaml.safe_dump(self.config, sort_keys=False, allow_unicode=True).rstrip("\n")
+        text = "    " + config.replace("\n", "\n    ")  # a markdown code block: TensorBoard renders text as markdown
         if self.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
