@@ -35,8 +35,9 @@ environment answers as it does (e.g. "Nothing happens.").
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Sequence
+import warnings
+from dataclasses import dataclass, field, replace
+from typing import Callable, Sequence
 
 __all__ = [
     "PromptContext",
@@ -161,7 +162,40 @@ class PromptTemplate:
     def vocabulary(self, admissible_actions: Sequence[str] | None) -> Sequence[str] | None:
         return self.fixed_vocabulary if self.fixed_vocabulary is not None else admissible_actions
 
-    def render(self, ctx: PromptContext) -> str:
+    def choices(self, admissible_actions: Sequence[str] | None) -> list[str]:
+        """The commands a choice policy picks from (``action_mode=choose``): a numbered menu's admissible
+        commands, the fixed moves (Sokoban), or the admissible commands."""
+        choices = list(admissible_actions or ()) if self.numbered_actions else list(
+            self.vocabulary(admissible_actions) or ())
+        if not choices:
+            raise ValueError(f"{self.name}: the environment lists no admissible actions to choose from")
+        return choices
+
+    def for_choice(self) -> "PromptTemplate":
+        """The template of ``action_mode=choose``: the same prompt, but the answer is one admissible command
+        and nothing else (no <think>/<action> tags: the policy scores the commands themselves)."""
+        if self.style == "compact":
+            return self
+        return replace(self, parse_mode="bare", require_think=False)
+
+    def render(self, ctx: PromptContext, fits: Callable[[str], bool] | None = None) -> str:
+        """The prompt of ``ctx``. ``fits`` (e.g. "at most max_prompt_length tokens"): while the prompt does
+        not fit, the oldest history turn is dropped (with a warning), so an overlong prompt loses history,
+        never part of the current observation."""
+        text = self._render(ctx, self.history_length)
+        if fits is None or fits(text):
+            return text
+        shown = min(self.history_length, len(ctx.history)) if self.style == "full" else 0
+        for keep in range(shown - 1, -1, -1):
+            text = self._render(ctx, keep)
+            if fits(text):
+                warnings.warn(f"{self.name}: a prompt over the length limit left out its {shown - keep} oldest "
+                              f"history turn(s)", stacklevel=2)
+                return text
+        warnings.warn(f"{self.name}: a prompt is over the length limit even without history", stacklevel=2)
+        return text
+
+    def _render(self, ctx: PromptContext, history_length: int) -> str:
         if self.style == "compact" and self.numbered_actions:
             return self._render_menu(ctx)
         if self.style == "compact":
@@ -169,7 +203,7 @@ class PromptTemplate:
         parts = [self.intro.strip()] if self.intro else []
         if ctx.task:
             parts.append(f"Your task: {ctx.task.strip()}")
-        recent = list(ctx.history)[-self.history_length:] if self.history_length else []
+        recent = list(ctx.history)[-history_length:] if history_length else []
         if recent:
             first = ctx.step - len(recent)
             lines = [f"Prior to this step, you have taken {ctx.step} step(s). "
@@ -272,7 +306,5 @@ def get_template(env_name: str, style: str = "full", *, max_choices: int | None 
             raise ValueError(f"max_choices: must be >= 1, got {max_choices}")
         overrides["fixed_vocabulary"] = choice_tokens(max_choices)
     if overrides:
-        from dataclasses import replace
-
         template = replace(template, **overrides)
     return template
