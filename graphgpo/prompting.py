@@ -83,27 +83,67 @@ def project_action(text: str, vocabulary: Sequence[str] | None, *, mode: str = "
 
     ``vocabulary`` is the set of allowed actions (Sokoban's moves, a task's admissible commands); None
     accepts any non-empty action. A valid action is returned as spelled in the vocabulary.
+
+    Real model answers are matched leniently where the meaning is unambiguous (``resolve_command``): the
+    answer may carry quotes, trailing punctuation or an "action:" label; an answer block may hold extra words
+    around exactly one admissible command ("<action>move up</action>" -> "up", "<action>I go south
+    now.</action>" -> "go south"); an answer without ``<action>`` tags counts when, outside the
+    ``<think>`` block, it is exactly one command (then the think rule applies as for a tagged answer).
     """
     if mode not in ("tags", "bare"):
         raise ValueError(f"mode: expected 'tags' or 'bare', got {mode!r}")
     if mode == "bare":
-        candidate = _normalise(text)
+        candidate, contained = text, True
         reason = ""
     else:
         matches = _ACTION_RE.findall(text)
-        if not matches:
-            # No answer block: keep a tail of the raw text for environments that take it anyway.
-            return Projection(_normalise(text)[-_MAX_PASSTHROUGH_CHARS:], False, "missing_action_tag")
-        candidate = _normalise(matches[-1])
-        reason = "" if (not require_think or _THINK_RE.search(text)) else "missing_think_tag"
-    if not candidate:
+        has_think = bool(_THINK_RE.search(text))
+        if matches:
+            candidate, contained = matches[-1], True
+        else:
+            untagged = _THINK_RE.sub(" ", text)
+            exact = resolve_command(untagged, vocabulary, contained=False) if vocabulary is not None else None
+            if exact is None:
+                # No answer block: keep a tail of the raw text for environments that take it anyway.
+                return Projection(_normalise(text)[-_MAX_PASSTHROUGH_CHARS:], False, "missing_action_tag")
+            candidate, contained = exact, False
+        reason = "" if (not require_think or has_think) else "missing_think_tag"
+    if not _normalise(candidate):
         return Projection("", False, "empty_action")
-    if vocabulary is not None:
-        lookup = {_normalise(a): a for a in vocabulary}
-        if candidate not in lookup:
-            return Projection(candidate, False, reason or "not_in_vocabulary")
-        candidate = lookup[candidate]
-    return Projection(candidate, not reason, reason)
+    if vocabulary is None:
+        return Projection(_normalise(candidate), not reason, reason)
+    command = resolve_command(candidate, vocabulary, contained=contained)
+    if command is None:
+        return Projection(_normalise(candidate), False, reason or "not_in_vocabulary")
+    return Projection(command, not reason, reason)
+
+
+_LABEL_RE = re.compile(r"^(?:the\s+)?(?:next\s+)?(?:action|answer|command|move)\s*(?:is)?\s*[:=-]?\s*", re.IGNORECASE)
+_EDGE_PUNCTUATION = "'\"`*.,;:!?()[]{} \t\n"
+
+
+def resolve_command(text: str, vocabulary: Sequence[str], *, contained: bool = True) -> str | None:
+    """The entry of ``vocabulary`` that ``text`` names, or None when it names none or several.
+
+    Exact match first (case and whitespace ignored), then without surrounding quotes/punctuation and an
+    "action:" label; with ``contained``, the one entry that appears in ``text`` as whole words (entries
+    inside an occurrence of a longer matching entry do not count: "take apple 1 from table 2" names that
+    command, not "take apple 1"; "go to cabinet 10" never matches "go to cabinet 1")."""
+    lookup = {_normalise(a): a for a in vocabulary}
+    candidate = _normalise(text)
+    if candidate in lookup:
+        return lookup[candidate]
+    stripped = _normalise(_LABEL_RE.sub("", candidate.strip(_EDGE_PUNCTUATION)).strip(_EDGE_PUNCTUATION))
+    if stripped in lookup:
+        return lookup[stripped]
+    if not contained:
+        return None
+    spans = {key: [m.span() for m in re.finditer(rf"(?<![\w#]){re.escape(key)}(?!\w)", candidate)]
+             for key in lookup}
+    occurrences = [(a, b, key) for key, found in spans.items() for a, b in found]
+    named = {key for a, b, key in occurrences
+             if not any(a2 <= a and b <= b2 and b2 - a2 > b - a for a2, b2, _ in occurrences)}
+    return lookup[named.pop()] if len(named) == 1 else None
 
 
 @dataclass(frozen=True)

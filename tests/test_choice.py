@@ -233,3 +233,12 @@ def test_rollout_rejects_an_answer_outside_the_listed_commands():
                          max_steps=2)
     with pytest.raises(ValueError, match="'jump', not a listed command"):
         collect_rollouts(manager, Cheater(), task_seeds=[0], template=get_template("sokoban", "compact"))
+
+
+def test_prompt_over_max_prompt_length_is_cut_with_a_warning(tokenizer):
+    policy = make_policy(tiny_llama(len(tokenizer)), tokenizer)
+    policy.max_prompt_length = 4
+    assert policy.prompt_fits("P _") and not policy.prompt_fits("P _ ; O X")
+    with pytest.warns(UserWarning, match="a prompt of 7 tokens was cut from the left to max_prompt_length=4"):
+        ids = policy.encode_prompt("P _ ; O X")
+    assert ids == tokenizer("P _ ; O X")["input_ids"][-4:]
