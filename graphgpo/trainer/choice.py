@@ -27,6 +27,7 @@ from typing import Sequence
 import torch
 
 from .engine import Generation
+from .loss import entropy_from_logits
 from .policy import Policy, pack_sequences
 
 CACHE_TOKENS_PER_PASS = 16384
@@ -175,7 +176,7 @@ def choice_logprobs(policy: Policy, prompt_ids: Sequence[Sequence[int]], choice_
     logp = torch.stack([logp_unique[u][k] for u, k in zip(inverse, choices)]).unsqueeze(-1)
     entropy = None
     if with_entropy:
-        ent_unique = [-(lp.exp() * lp).sum() for lp in logp_unique]
+        ent_unique = [entropy_from_logits(s / temperature) for s in scores]
         entropy = torch.stack([ent_unique[u] for u in inverse]).unsqueeze(-1)
     return logp, torch.ones_like(logp), entropy
 

@@ -1,7 +1,9 @@
 """The PPO update on per-step samples: mini-batches, gradient accumulation, gradient clipping.
 
 A sample is one environment step: the prompt ids of that step, the response ids, the rollout policy's
-log-probs of those tokens, and the step's advantage (the same scalar for every response token).
+log-probs of those tokens, and the step's advantage (the same scalar for every response token). With
+``action_mode=choose`` the sample also carries every scored command, and its one log-prob is log pi of the
+chosen command under the choice distribution (``graphgpo.trainer.choice``): one ratio per step.
 """
 
 from __future__ import annotations
@@ -96,6 +98,16 @@ def score_responses(policy, samples: StepSamples, temperature: float, micro_batc
     return out
 
 
+def grouped_by_prompt(samples: StepSamples, rows: Sequence[int]) -> list[int]:
+    """``rows`` with equal prompts next to each other (first-seen order), so that a micro-batch holds the
+    G rollouts' repeats of a state together and scores the shared prompt once. The mini-batch's gradient is a
+    sum over its rows, so the grouping changes no result beyond float rounding."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for r in rows:
+        groups.setdefault(tuple(samples.prompt_ids[r]), []).append(r)
+    return [r for group in groups.values() for r in group]
+
+
 def ppo_update(policy, optimizer: torch.optim.Optimizer, samples: StepSamples, cfg,
                generator: torch.Generator, iteration: int) -> dict[str, float]:
     """``cfg.ppo_epochs`` passes over ``samples`` in shuffled mini-batches; returns mean statistics.
@@ -114,6 +126,8 @@ def ppo_update(policy, optimizer: torch.optim.Optimizer, samples: StepSamples, c
         order = torch.randperm(n, generator=generator).tolist()
         for mb_start in range(0, n, cfg.mini_batch_size):
             mini = order[mb_start:mb_start + cfg.mini_batch_size]
+            if cfg.micro_batch_size < len(mini):
+                mini = grouped_by_prompt(samples, mini)
             num_tokens = samples.num_scored(mini)
             if num_tokens == 0:
                 continue
