@@ -26,7 +26,7 @@ except ModuleNotFoundError:  # plain `pytest` does not put the repository root o
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from benchmarks.synthetic import groups_for_steps, make_synthetic_batch
 
-from graphgpo.backends import torch_backend, torch_graph
+from graphgpo.backends import pipeline, torch_backend, torch_graph
 from graphgpo.config import make_config
 from graphgpo.hashing import hash_token_rows
 
@@ -122,7 +122,7 @@ def test_bench_dedup(benchmark, backend, size):
     device = _device(backend.split("-hash")[0])
     batch = _batch(size)
     to_success = torch_graph.is_success_step(batch)
-    expected = torch_graph.node_ids(batch, to_success)[1]
+    expected = torch_graph.node_ids(batch, to_success, batch.state, batch.next_state)[1]
     batch_d, to_success_d = batch.to(device), to_success.to(device)
     if backend.startswith("triton"):
         from graphgpo.kernels.dedup import dense_ids, dense_ids_hashed
@@ -133,7 +133,7 @@ def test_bench_dedup(benchmark, backend, size):
         rows = batch.num_rows
         fn = lambda: dedup(keys, groups)[0][:rows]  # noqa: E731
     else:
-        fn = lambda: torch_graph.node_ids(batch_d, to_success_d)[1]  # noqa: E731
+        fn = lambda: torch_graph.node_ids(batch_d, to_success_d, batch_d.state, batch_d.next_state)[1]  # noqa: E731
     assert torch.equal(fn().cpu(), expected)
     benchmark.extra_info.update(rows=batch.num_rows)
     _run(benchmark, fn, device, size)
@@ -143,7 +143,7 @@ def test_bench_dedup(benchmark, backend, size):
 
 
 def _reverse_graph(batch):
-    graph = torch_graph.success_edges(batch)
+    graph = pipeline.build_graph(batch, torch_graph.node_ids)
     csr = torch_graph.reverse_csr(graph)
     return graph, csr
 

@@ -41,6 +41,8 @@ class StepBatch:
     group_labels / traj_labels: the original ids, indexed by dense id (a list from records, an int64
     tensor from tensors); their length gives num_groups / num_trajs without a device sync.
     collisions: (key, object_a, object_b) for distinct states that share a 64-bit key.
+    state_objects: key -> the state object it was hashed from (``from_records`` only; similarity merge
+    reads the text of states from it); None for batches built from tensors.
     """
 
     group: torch.Tensor
@@ -56,6 +58,7 @@ class StepBatch:
     group_labels: list | torch.Tensor | None = None
     traj_labels: list | torch.Tensor | None = None
     collisions: tuple = field(default=())
+    state_objects: Mapping[int, Any] | None = None
 
     # ---------------------------------------------------------------------------------------------
     @property
@@ -149,7 +152,7 @@ class StepBatch:
         }
         tensors = {k: (torch.from_numpy(v).to(device) if v is not None else None) for k, v in arrays.items()}
         batch = cls(**tensors, group_labels=group_labels, traj_labels=traj_labels,
-                    collisions=tuple(hasher.collisions))
+                    collisions=tuple(hasher.collisions), state_objects=hasher.objects)
         _validate(batch)
         return batch
 
@@ -203,12 +206,14 @@ class StepBatch:
 
         group_labels, dense_group = torch.unique(group.to(torch.int64), return_inverse=True)
         traj_labels, dense_traj = torch.unique(traj.to(torch.int64), return_inverse=True)
+        # Columns are stored contiguous: the kernels read them with unit stride, and a column sliced from a
+        # [rows, fields] tensor is a strided view.
         batch = cls(
-            group=dense_group, traj=dense_traj, step=step.to(torch.int64),
-            state=state.to(torch.int64), next_state=next_state.to(torch.int64),
-            success=success.to(torch.bool), valid=valid.to(torch.bool),
-            episode_reward=episode_reward.to(torch.float64), reward=reward.to(torch.float64),
-            cost=cost.to(torch.float64) if cost is not None else None,
+            group=dense_group, traj=dense_traj, step=_column(step, torch.int64),
+            state=_column(state, torch.int64), next_state=_column(next_state, torch.int64),
+            success=_column(success, torch.bool), valid=_column(valid, torch.bool),
+            episode_reward=_column(episode_reward, torch.float64), reward=_column(reward, torch.float64),
+            cost=_column(cost, torch.float64) if cost is not None else None,
             group_labels=group_labels, traj_labels=traj_labels)
         if validate:
             if success.dtype != torch.bool:
@@ -228,6 +233,10 @@ class StepBatch:
 
 
 _INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
+
+def _column(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return values.to(dtype).contiguous()
 
 
 # -------------------------------------------------------------------------------------------------

@@ -109,6 +109,11 @@ class KeyHasher:
     def __call__(self, obj: Any) -> int:
         return self.keys((obj,))[0]
 
+    @property
+    def objects(self) -> dict[int, Any]:
+        """key -> the first object hashed to it (so a batch can keep the text of its states)."""
+        return self._owner
+
     def keys(self, objs: Sequence) -> list[int]:
         """Keys of a column of state objects, hashing each distinct object once."""
         memo = self._memo

@@ -306,7 +306,7 @@ _TEXTWORLD_INTRO = (
     "You are an expert agent playing a text adventure game. Explore, use objects and complete the task "
     "described below with as few actions as possible."
 )
-_ALFWORLD_INTRO = "You are an expert agent operating in the ALFRED embodied household environment."
+_ALFWORLD_INTRO = "You are an expert agent operating in the ALFRED Embodied Environment."  # the recipe's words
 _WEBSHOP_INTRO = "You are an expert autonomous agent shopping on a website to buy a product that fits the instruction."
 
 _SOKOBAN_MOVES = ("up", "down", "left", "right")

@@ -173,16 +173,22 @@ def collect_rollouts(manager, policy: Callable[[list[str]], Sequence[Any]], *,
     from .batch import StepBatch  # imported late: the batch module pulls in torch
 
     batch = StepBatch.from_records(records, device=device)
-    num_rows = max(len(records), 1)
-    stats = {
-        "success_rate": sum(won) / n,
-        "mean_length": sum(lengths) / n,
-        "mean_return": sum(returns) / n,
-        "invalid_rate": sum(1 for r in records if not r["valid"]) / num_rows,
-    }
     return RolloutResult(records=records, batch=batch, prompts=prompts_out, generations=gens_out,
                          actions=actions_out, success=list(won), returns=returns, lengths=lengths,
-                         task_seeds=task_seeds, task_types=task_types, stats=stats)
+                         task_seeds=task_seeds, task_types=task_types,
+                         stats=episode_stats(records, won, lengths, returns))
+
+
+def episode_stats(records: Sequence[dict], success: Sequence[bool], lengths: Sequence[int],
+                  returns: Sequence[float]) -> dict[str, float]:
+    """RolloutResult.stats: success_rate, mean_length, mean_return (per episode), invalid_rate (per row)."""
+    episodes, rows = max(len(success), 1), max(len(records), 1)
+    return {
+        "success_rate": sum(success) / episodes,
+        "mean_length": sum(lengths) / episodes,
+        "mean_return": sum(returns) / episodes,
+        "invalid_rate": sum(1 for r in records if not r["valid"]) / rows,
+    }
 
 
 def success_by_task_type(result: RolloutResult) -> dict[str, float]:

@@ -15,6 +15,7 @@ Modules, in pipeline order:
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 try:  # detected once; a missing or broken Triton fails only when a kernel is used
@@ -29,6 +30,10 @@ except Exception as exc:  # ImportError, or a Triton build that cannot load its 
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 """True when Triton runs its CPU interpreter (read at import: Triton reads it when kernels are defined)."""
+
+TEST_BLOCK: int | None = None
+"""Tests set a small block size (elements per program) so that even small batches run on several programs
+per grid and the atomics of different programs interleave under the interpreter; None = the sizes below."""
 
 
 def require_triton() -> None:
@@ -53,9 +58,29 @@ def check_device(*tensors) -> None:
         )
 
 
-def supports(device) -> bool:
-    """Whether kernels can run on tensors of ``device`` in this process."""
+def launch(kernel, grid, *args, **constexprs) -> None:
+    """``kernel[grid](*args, **constexprs)`` on the device of its tensors, whatever the current device is.
+
+    The kernels index 1-D columns with unit strides, so a non-contiguous 1-D tensor argument is a bug of the
+    caller and raises (2-D token rows are read through explicit stride arguments).
+    """
     import torch
 
-    device = torch.device(device)
-    return HAS_TRITON and (device.type == "cuda" or (device.type == "cpu" and INTERPRET))
+    device = None
+    for i, arg in enumerate(args):
+        if isinstance(arg, torch.Tensor):
+            device = device or arg.device
+            if arg.dim() == 1 and not arg.is_contiguous():
+                raise ValueError(f"{kernel.__name__}: argument {i} is a strided 1-D tensor (stride {arg.stride()}); "
+                                 "the kernels read columns with unit stride")
+    with device_guard(device):
+        kernel[grid](*args, **constexprs)
+
+
+def device_guard(device):
+    """Make ``device`` current for a launch: Triton launches on the current CUDA device, not the tensors'."""
+    import torch
+
+    if device is not None and device.type == "cuda":
+        return torch.cuda.device(device)
+    return contextlib.nullcontext()

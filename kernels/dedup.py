@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import torch
 
-from . import HAS_TRITON, check_device
+from graphgpo import kernels
+
+from . import HAS_TRITON, check_device, launch
 
 if HAS_TRITON:
     import triton
@@ -64,7 +66,7 @@ if HAS_TRITON:
 
 
     @triton.jit
-    def _insert_kernel(key_ptr, group_ptr, table_ptr, rep_ptr, n, table_mask, BLOCK: tl.constexpr):
+    def _insert_kernel(key_ptr, group_ptr, table_ptr, rep_ptr, n, table_mask: tl.int64, BLOCK: tl.constexpr):
         # rep[i] = index of the entry whose (group, key) claimed the slot first (i itself if it did)
         i = (tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)).to(tl.int64)
         m = i < n
@@ -90,6 +92,7 @@ if HAS_TRITON:
 
 
 BLOCK = 1024
+"""Entries per program on a GPU (compile_check compiles this size)."""
 
 
 def _lexsort(key: torch.Tensor, group: torch.Tensor | None):
@@ -123,15 +126,16 @@ def dense_ids(key: torch.Tensor, group: torch.Tensor | None = None):
     has_group = group_sorted is not None
     g_arg = group_sorted if has_group else key_sorted
     flag = torch.empty(n, dtype=torch.int64, device=dev)
-    grid = (triton.cdiv(n, BLOCK),)
-    _flag_kernel[grid](key_sorted, g_arg, flag, n, HAS_GROUP=has_group, BLOCK=BLOCK)
+    block = kernels.TEST_BLOCK or BLOCK
+    grid = (triton.cdiv(n, block),)
+    launch(_flag_kernel, grid, key_sorted, g_arg, flag, n, HAS_GROUP=has_group, BLOCK=block)
     run = torch.cumsum(flag, 0)
     num_unique = int(run[-1])  # the one sync: it sizes the outputs
     inverse = torch.empty(n, dtype=torch.int64, device=dev)
     ukey = torch.empty(num_unique, dtype=torch.int64, device=dev)
     ugroup = torch.empty(num_unique, dtype=torch.int64, device=dev) if has_group else ukey
-    _scatter_kernel[grid](key_sorted, g_arg, perm, flag, run, inverse, ukey, ugroup, n,
-                          HAS_GROUP=has_group, BLOCK=BLOCK)
+    launch(_scatter_kernel, grid, key_sorted, g_arg, perm, flag, run, inverse, ukey, ugroup, n,
+                          HAS_GROUP=has_group, BLOCK=block)
     return inverse, ukey, (ugroup if has_group else None)
 
 
@@ -175,8 +179,8 @@ def dense_ids_hashed(key: torch.Tensor, group: torch.Tensor):
     size = triton.next_power_of_2(2 * n)
     table = torch.full((size,), -1, dtype=torch.int64, device=dev)
     rep = torch.empty(n, dtype=torch.int64, device=dev)
-    block = 1024 if n >= 1024 else triton.next_power_of_2(n)
-    _insert_kernel[(triton.cdiv(n, block),)](key, group, table, rep, n, size - 1, BLOCK=block)
+    block = kernels.TEST_BLOCK or (BLOCK if n >= BLOCK else triton.next_power_of_2(n))
+    launch(_insert_kernel, (triton.cdiv(n, block),), key, group, table, rep, n, size - 1, BLOCK=block)
     first = torch.nonzero(rep == torch.arange(n, device=dev)).flatten()  # one representative per pair
     compact = torch.empty(n, dtype=torch.int64, device=dev)
     compact[first] = torch.arange(first.numel(), device=dev)

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import torch
 
-from . import HAS_TRITON, INTERPRET, check_device
+from graphgpo import kernels
+
+from . import HAS_TRITON, INTERPRET, check_device, launch
 
 if HAS_TRITON:
     import triton
@@ -67,6 +69,8 @@ if HAS_TRITON:
 
 
 RING = 4
+GPU_BLOCK = 128
+"""Frontier entries per program and step on a GPU (compile_check compiles this size)."""
 
 
 def reverse_distances(rowptr: torch.Tensor, edge_src: torch.Tensor, sinks: torch.Tensor,
@@ -85,12 +89,16 @@ def reverse_distances(rowptr: torch.Tensor, edge_src: torch.Tensor, sinks: torch
     num_sinks = sinks.numel()
     if num_nodes == 0 or num_sinks == 0:
         return dist
-    if INTERPRET:  # the interpreter runs programs one after another: few, wide programs
+    if kernels.TEST_BLOCK:  # several small programs, so that their atomics interleave
+        block = block or kernels.TEST_BLOCK
+        num_programs = num_programs or 3
+        check_every = check_every or 3
+    elif INTERPRET:  # the interpreter runs programs one after another: few, wide programs
         block = block or 256
         num_programs = num_programs or 1
         check_every = check_every or 1
     else:
-        block = block or 128
+        block = block or GPU_BLOCK
         if num_programs is None:
             sms = torch.cuda.get_device_properties(dev).multi_processor_count
             num_programs = max(1, min(4 * sms, triton.cdiv(num_nodes, block)))
@@ -113,7 +121,7 @@ def reverse_distances(rowptr: torch.Tensor, edge_src: torch.Tensor, sinks: torch
     level = 0
     while True:
         for _ in range(check_every):
-            _expand_kernel[(num_programs,)](front[level % 2], front[(level + 1) % 2], counts, rowptr, edge_src,
+            launch(_expand_kernel, (num_programs,), front[level % 2], front[(level + 1) % 2], counts, rowptr, edge_src,
                                             cost_arg, dbits, stamp, level, num_programs,
                                             HAS_COST=has_cost, RING=RING, BLOCK=block)
             level += 1

@@ -2,7 +2,7 @@
 
 One program hashes ``BLOCK_R`` rows, walking the columns in tiles of ``BLOCK_C``. Every lane works in
 uint64, where Triton's multiply wraps mod 2**64 and ``>>`` is logical, exactly as the definition asks
-(docs/CONTRACT.md, "Hashing"). The per-row sum is order-free (addition mod 2**64), so tiling cannot change
+(graphgpo/hashing.py). The per-row sum is order-free (addition mod 2**64), so tiling cannot change
 the bits. One launch per call; the tokens are read once.
 """
 
@@ -12,7 +12,7 @@ import torch
 
 from graphgpo.hashing import check_token_rows
 
-from . import HAS_TRITON, check_device
+from . import HAS_TRITON, check_device, launch
 
 if HAS_TRITON:
     import triton
@@ -83,7 +83,7 @@ def hash_token_rows(tokens: torch.Tensor, lengths: torch.Tensor | None = None,
     if rows == 0:
         return out
     mode = 0
-    len_arg = mask_arg = out  # unused pointers still need a tensor
+    len_arg, mask_arg = out, out.view(torch.uint8)  # unused pointers still need a tensor of the declared type
     mstride = (0, 0)
     if lengths is not None:
         mode, len_arg = 1, lengths.contiguous()
@@ -92,7 +92,7 @@ def hash_token_rows(tokens: torch.Tensor, lengths: torch.Tensor | None = None,
         mode, mstride = 2, (mask_arg.stride(0), mask_arg.stride(1))
     block_cols = min(block_cols, triton.next_power_of_2(max(width, 1)))
     grid = (triton.cdiv(rows, block_rows),)
-    _hash_rows_kernel[grid](tokens, len_arg, mask_arg, out, rows, width,
+    launch(_hash_rows_kernel, grid, tokens, len_arg, mask_arg, out, rows, width,
                             tokens.stride(0), tokens.stride(1), mstride[0], mstride[1],
                             MODE=mode, BLOCK_R=block_rows, BLOCK_C=block_cols)
     return out

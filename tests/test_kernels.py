@@ -434,12 +434,12 @@ class _FakePylibcugraph:
 def test_cugraph_adapter_plumbing_with_a_fake_pylibcugraph(monkeypatch, with_cost):
     from types import SimpleNamespace
 
-    from graphgpo.backends import cugraph_backend, torch_graph
+    from graphgpo.backends import cugraph_backend, pipeline, torch_graph
 
     fake_cupy = SimpleNamespace(from_dlpack=lambda t: t)
     monkeypatch.setattr(cugraph_backend, "_load", lambda: (_FakePylibcugraph, fake_cupy))
     batch = make_synthetic_batch(5, 6, 10, 9, seed=13, with_cost=with_cost, success_rate=0.4)
-    graph = torch_graph.success_edges(batch)
+    graph = pipeline.build_graph(batch, torch_graph.node_ids)
     csr = torch_graph.reverse_csr(graph)
     expected = torch_graph.shortest_distances(graph, csr)
     assert torch.isinf(expected).any() and (expected > 0).any()

@@ -1,7 +1,7 @@
-"""cuGraph backend: the torch backend with its distance step done by pylibcugraph on the GPU.
+"""cuGraph backend: the pipeline with the torch backend's stages except distances, done by pylibcugraph.
 
 The graph (node ids, success sinks, reverse CSR) and the tail (returns, segment statistics, advantages) are
-the torch backend's functions; only the shortest distances come from pylibcugraph (not the ``cugraph``
+the torch backend's stages; only the shortest distances come from pylibcugraph (not the ``cugraph``
 package, which pins numba against vllm's pin):
 
 * unit costs: ``pylibcugraph.bfs`` from all sinks at once (multi-source) on the reversed graph;
@@ -16,11 +16,12 @@ without a GPU) ``compute`` raises an ImportError / RuntimeError saying what is m
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 
-from graphgpo.backends import torch_backend
-from graphgpo.backends.torch_graph import StepGraph
+from graphgpo.backends import pipeline, torch_backend
+from graphgpo.backends.torch_graph import StepGraph, reverse_csr
 from graphgpo.output import AdvantageOutput
 
 F64 = torch.float64
@@ -101,9 +102,18 @@ def cugraph_distances(graph: StepGraph, csr) -> torch.Tensor:
     return dist
 
 
-def compute(batch, method: str, config) -> AdvantageOutput:
+def distances(graph: StepGraph) -> tuple[torch.Tensor, int]:
+    """The distance stage: the torch backend's reverse CSR (parallel edges merged), then pylibcugraph."""
+    csr = reverse_csr(graph)
+    return cugraph_distances(graph, csr), csr.num_unique_edges
+
+
+STAGES = replace(torch_backend.STAGES, name="cugraph", distances=distances)
+
+
+def compute(batch, method: str, config, inputs: pipeline.GraphInputs | None = None) -> AdvantageOutput:
     """Advantages of ``method`` for every row of ``batch`` (CUDA tensors), distances from pylibcugraph."""
     if batch.num_rows:
         _check_cuda(batch)
         _load()
-    return torch_backend.compute(batch, method, config, distances=cugraph_distances, backend="cugraph")
+    return pipeline.run(batch, method, config, STAGES, inputs)

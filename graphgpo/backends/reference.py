@@ -54,6 +54,8 @@ class Row:
     cost: float
     is_success_edge: bool
     """Last step of a successful trajectory: its edge goes to SUCCESS."""
+    step_key: int
+    """Key of the row's step group within its group: its state, unless the graph inputs give step keys."""
 
 
 @dataclass
@@ -72,13 +74,18 @@ class GroupGraph:
 # ---------------------------------------------------------------------------------------------- input
 
 
-def read_rows(batch) -> list[Row]:
-    """The batch's columns as a list of Rows in input order."""
+def read_rows(batch, inputs=None) -> list[Row]:
+    """The batch's columns as a list of Rows in input order (graph and step keys from ``inputs`` if given)."""
     n = batch.num_rows
     columns = {
         name: getattr(batch, name).tolist()
         for name in ("group", "traj", "step", "state", "next_state", "success", "valid", "episode_reward", "reward")
     }
+    if inputs is not None and inputs.state_key is not None:
+        columns["state"] = inputs.state_key.tolist()
+    if inputs is not None and inputs.next_key is not None:
+        columns["next_state"] = inputs.next_key.tolist()
+    step_keys = inputs.step_key.tolist() if inputs is not None and inputs.step_key is not None else columns["state"]
     costs = batch.cost.tolist() if batch.cost is not None else [1.0] * n
     length = defaultdict(int)
     for traj, step in zip(columns["traj"], columns["step"]):
@@ -99,8 +106,23 @@ def read_rows(batch) -> list[Row]:
             reward=float(columns["reward"][i]),
             cost=float(costs[i]),
             is_success_edge=success and step == length[traj] - 1,
+            step_key=step_keys[i],
         ))
     return rows
+
+
+def read_extra_edges(inputs, weighted: bool) -> dict[int, list[tuple]]:
+    """group -> [(source, target, cost)] of the extra (non-row) edges of ``inputs``; target may be SUCCESS."""
+    edges: dict[int, list[tuple]] = defaultdict(list)
+    if inputs is None or inputs.num_extra == 0:
+        return edges
+    k = inputs.num_extra
+    success = inputs.extra_success.tolist() if inputs.extra_success is not None else [False] * k
+    costs = inputs.extra_cost.tolist() if weighted else [1.0] * k
+    for g, src, dst, to_success, cost in zip(inputs.extra_group.tolist(), inputs.extra_src.tolist(),
+                                             inputs.extra_dst.tolist(), success, costs):
+        edges[g].append((src, SUCCESS if to_success else dst, float(cost)))
+    return edges
 
 
 def rows_by_group(rows: list[Row]) -> dict[int, list[Row]]:
@@ -113,19 +135,20 @@ def rows_by_group(rows: list[Row]) -> dict[int, list[Row]]:
 # ---------------------------------------------------------------------------------------------- graph
 
 
-def build_graph(group_rows: list[Row]) -> GroupGraph:
-    """SPEC 1-2: nodes are the group's states and next_states, one edge per row, success edges to SUCCESS."""
+def build_graph(group_rows: list[Row], extra_edges: list[tuple] = ()) -> GroupGraph:
+    """SPEC 1-2: nodes are the group's states and next_states, one edge per row, success edges to SUCCESS;
+    ``extra_edges`` (source, target, cost) join the graph without being rows (graph memory)."""
     nodes: set = set()
     reverse_edges: dict = defaultdict(list)
     edges = []
-    for row in group_rows:
-        target = SUCCESS if row.is_success_edge else row.next_state
-        nodes.add(row.state)
+    row_edges = [(row.state, SUCCESS if row.is_success_edge else row.next_state, row.cost) for row in group_rows]
+    for source, target, cost in row_edges + list(extra_edges):
+        nodes.add(source)
         if target is not SUCCESS:
             nodes.add(target)
-        reverse_edges[target].append((row.state, row.cost))
-        edges.append((row.state, target))
-    has_success = any(row.is_success_edge for row in group_rows)
+        reverse_edges[target].append((source, cost))
+        edges.append((source, target))
+    has_success = any(target is SUCCESS for _, target in edges)
     return GroupGraph(nodes=nodes, reverse_edges=dict(reverse_edges), edges=edges, has_success=has_success)
 
 
@@ -242,7 +265,7 @@ def step_advantages(group_rows: list[Row], returns: dict[int, float], config) ->
     """SPEC 6, for one group: row index -> return normalised within its step group (same state)."""
     step_groups: dict[int, list[Row]] = defaultdict(list)
     for row in group_rows:
-        step_groups[row.state].append(row)
+        step_groups[row.step_key].append(row)
     advantages = {}
     for members in step_groups.values():
         values = [returns[row.index] for row in members]
@@ -318,21 +341,22 @@ def rloo_values(rewards: dict[int, float]) -> dict[int, float]:
 
 
 def step_group_ids(rows: list[Row]) -> list[int]:
-    """Dense id of (group, state) per row, ids in sorted order of (group id, state key)."""
-    keys = sorted({(row.group, row.state) for row in rows})
+    """Dense id of (group, step key) per row, ids in sorted order of (group id, key)."""
+    keys = sorted({(row.group, row.step_key) for row in rows})
     dense = {key: i for i, key in enumerate(keys)}
-    return [dense[(row.group, row.state)] for row in rows]
+    return [dense[(row.group, row.step_key)] for row in rows]
 
 
 def graph_stats(groups: dict[int, list[Row]], graphs: dict[int, GroupGraph], unreachable: dict[int, set],
                 num_rows: int) -> dict[str, float | int]:
-    """Batch diagnostics of AdvantageOutput.stats (docs/CONTRACT.md)."""
+    """Batch diagnostics of AdvantageOutput.stats (graphgpo/output.py, STAT_KEYS)."""
     num_nodes = sum(len(g.nodes) + (1 if g.has_success else 0) for g in graphs.values())
     num_unique_edges = sum(len(set(g.edges)) for g in graphs.values())
+    num_edges = sum(len(g.edges) for g in graphs.values())
     step_group_sizes: dict[tuple, int] = defaultdict(int)
     for gid, group_rows in groups.items():
         for row in group_rows:
-            step_group_sizes[(gid, row.state)] += 1
+            step_group_sizes[(gid, row.step_key)] += 1
     singleton_rows = sum(1 for size in step_group_sizes.values() if size == 1)
     states_in_success_groups = sum(len(g.nodes) for g in graphs.values() if g.has_success)
     unreachable_states = sum(len(unreachable[gid]) for gid, g in graphs.items() if g.has_success)
@@ -340,9 +364,9 @@ def graph_stats(groups: dict[int, list[Row]], graphs: dict[int, GroupGraph], unr
         "num_steps": num_rows,
         "num_groups": len(groups),
         "num_nodes": num_nodes,
-        "num_edges": num_rows,
+        "num_edges": num_edges,
         "num_unique_edges": num_unique_edges,
-        "duplicate_edge_rate": 1.0 - num_unique_edges / num_rows if num_rows else 0.0,
+        "duplicate_edge_rate": 1.0 - num_unique_edges / num_edges if num_edges else 0.0,
         "singleton_step_group_share": singleton_rows / num_rows if num_rows else 0.0,
         "unreachable_state_share": (unreachable_states / states_in_success_groups
                                     if states_in_success_groups else 0.0),
@@ -350,17 +374,23 @@ def graph_stats(groups: dict[int, list[Row]], graphs: dict[int, GroupGraph], unr
     }
 
 
-def compute(batch, method: str, config) -> AdvantageOutput:
-    """Advantages of ``method`` ("graphgpo", "gigpo", "grpo", "rloo") for every row of ``batch``."""
+def compute(batch, method: str, config, inputs=None) -> AdvantageOutput:
+    """Advantages of ``method`` ("graphgpo", "gigpo", "grpo", "rloo") for every row of ``batch``.
+
+    ``inputs``: optional ``graphgpo.backends.pipeline.GraphInputs`` (graph keys, step keys, extra edges).
+    """
     if method not in ("graphgpo", "gigpo", "grpo", "rloo"):
         raise ValueError(f"method must be one of 'graphgpo', 'gigpo', 'grpo', 'rloo'; got {method!r}")
-    rows = read_rows(batch)
+    if inputs is not None and batch.num_rows:
+        inputs.check(batch)
+    rows = read_rows(batch, inputs)
     n = len(rows)
     if n == 0:
         return AdvantageOutput.empty(method, "reference", batch.device)
     groups = rows_by_group(rows)
-    graphs = {gid: build_graph(group_rows) for gid, group_rows in groups.items()}
     weighted = batch.cost is not None
+    extra = read_extra_edges(inputs, weighted)
+    graphs = {gid: build_graph(group_rows, extra[gid]) for gid, group_rows in groups.items()}
     distances, unreachable = {}, {}
     for gid, graph in graphs.items():
         distances[gid], unreachable[gid] = node_distances(graph, weighted)

@@ -8,6 +8,9 @@ backend is the oracle (distances equal exactly, advantages within 1e-6). Statist
 Segments: a *step group* is all rows of one group with the same state (dense id = the state's node id among
 state nodes, so ids come in sorted (group, key) order); episode statistics are per group.
 
+The stages run in ``graphgpo.backends.pipeline``; ``STAGES`` are this backend's, and the defaults of the
+GPU backends, which replace only the stages they accelerate.
+
 Host syncs besides the graph's (see ``torch_graph``): the number of step groups, the longest trajectory
 (number of doubling steps, GiGPO) and one ``tolist()`` for ``stats``.
 """
@@ -16,26 +19,19 @@ from __future__ import annotations
 
 import torch
 
-from graphgpo.backends.torch_graph import (
-    StepGraph,
-    group_fill_unreachable,
-    reverse_csr,
-    shortest_distances,
-    success_edges,
-)
+from graphgpo.backends import pipeline
+from graphgpo.backends.torch_graph import StepGraph, graph_distances, group_fill_unreachable, node_ids, segment_counts
 from graphgpo.output import AdvantageOutput
 
 __all__ = [
     "compute",
-    "step_groups",
+    "STAGES",
     "graph_returns",
     "segment_moments",
     "segment_normalize",
     "episode_advantages",
     "discounted_returns",
     "trajectory_advantages",
-    "trajectory_output",
-    "graph_stats",
 ]
 
 F64 = torch.float64
@@ -49,7 +45,7 @@ METHODS = ("graphgpo", "gigpo", "grpo", "rloo")
 def segment_moments(values: torch.Tensor, seg: torch.Tensor, num_segs: int):
     """Per segment: ``(count, mean, std, constant)``; std is unbiased (ddof 1, 0 for one sample) and
     ``constant`` marks segments whose values are all exactly equal (min == max)."""
-    count = torch.bincount(seg, minlength=num_segs)
+    count = segment_counts(seg, num_segs)
     total = torch.zeros(num_segs, dtype=F64, device=values.device).index_add_(0, seg, values)
     mean = total / count.clamp(min=1)
     # Second pass on deviations: stable where a one-pass sum of squares would cancel.
@@ -79,15 +75,6 @@ def segment_normalize(values: torch.Tensor, seg: torch.Tensor, num_segs: int, no
 # Returns
 # ------------------------------------------------------------------------------------------------------
 
-def step_groups(graph: StepGraph) -> tuple[torch.Tensor, int]:
-    """Dense (group, state) id per row in sorted (group id, state key) order, and the number of ids."""
-    # State nodes are already numbered in that order; drop the nodes that are only next_states.
-    is_state = torch.zeros(graph.num_state_nodes, dtype=torch.int64, device=graph.src.device)
-    is_state.index_fill_(0, graph.src, 1)
-    rank = torch.cumsum(is_state, 0)
-    return rank.index_select(0, graph.src) - 1, int(rank[-1]) if rank.numel() else 0
-
-
 def graph_returns(d_state: torch.Tensor, d_next: torch.Tensor, batch, config) -> torch.Tensor:
     """SPEC 4-5: r_succ * omega ** exponent - p * (1 - valid), exponent per ``config.graph_return``."""
     if config.graph_return == "recipe":
@@ -106,7 +93,7 @@ def discounted_returns(batch, gamma: float, invalid_penalty: float) -> torch.Ten
     after the pass with shift k every position holds the discounted sum of its next 2k rewards inside its
     trajectory. Only non-negative weights gamma^k are ever applied, so nothing cancels or overflows.
     """
-    lengths = torch.bincount(batch.traj, minlength=batch.num_trajs)
+    lengths = segment_counts(batch.traj, batch.num_trajs)
     starts = torch.cumsum(lengths, 0) - lengths
     position = starts.index_select(0, batch.traj) + batch.step
     n = batch.num_rows
@@ -177,75 +164,38 @@ def trajectory_advantages(batch, method: str, config) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------------
-# Diagnostics and entry point
+# Stages and entry point
 # ------------------------------------------------------------------------------------------------------
 
-def graph_stats(graph: StepGraph, dist: torch.Tensor, num_unique_edges: int, step_group: torch.Tensor,
-                num_step_groups: int) -> dict[str, float | int]:
-    """AdvantageOutput.stats (docs/CONTRACT.md); ``dist`` before filling, so inf marks unreachable."""
-    n = graph.src.numel()
-    state_in_success = graph.has_success.index_select(0, graph.node_group[:graph.num_state_nodes])
-    unreachable = state_in_success & torch.isinf(dist[:graph.num_state_nodes])
-    sizes = torch.bincount(step_group, minlength=num_step_groups)
-    counts = torch.stack([
-        graph.has_success.sum(),
-        (sizes.index_select(0, step_group) == 1).sum(),
-        state_in_success.sum(),
-        unreachable.sum(),
-    ]).tolist()  # the one host sync for all diagnostics
-    num_sinks, singleton_rows, states_in_success, num_unreachable = counts
-    return {
-        "num_steps": n,
-        "num_groups": graph.num_groups,
-        "num_nodes": graph.num_state_nodes + num_sinks,
-        "num_edges": n,
-        "num_unique_edges": num_unique_edges,
-        "duplicate_edge_rate": 1.0 - num_unique_edges / n if n else 0.0,
-        "singleton_step_group_share": singleton_rows / n if n else 0.0,
-        "unreachable_state_share": num_unreachable / states_in_success if states_in_success else 0.0,
-        "groups_without_success": graph.num_groups - num_sinks,
-    }
+def returns_from_distances(graph: StepGraph, dist: torch.Tensor, batch, config):
+    """The returns stage of GraphGPO: fill unreachable distances (SPEC 3), then the graph return per row."""
+    d = group_fill_unreachable(dist, graph)
+    n = graph.num_rows
+    d_state, d_next = d.index_select(0, graph.src[:n]), d.index_select(0, graph.dst[:n])
+    return d_state, d_next, graph_returns(d_state, d_next, batch, config)
 
 
-def compute(batch, method: str, config, *, distances=shortest_distances, backend: str = "torch") -> AdvantageOutput:
-    """Advantages of ``method`` ("graphgpo", "gigpo", "grpo", "rloo") for every row of ``batch``.
-
-    ``distances(graph, csr)`` is the shortest-distance step; other backends (cugraph) pass their own and
-    reuse the rest of this pipeline.
-    """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}; got {method!r}")
-    if batch.num_rows == 0:
-        return AdvantageOutput.empty(method, backend, batch.device)
-
-    # The graph is built for every method: the diagnostics describe the batch, not the method.
-    graph = success_edges(batch)
-    csr = reverse_csr(graph)
-    dist = distances(graph, csr)
-    step_group, num_step_groups = step_groups(graph)
-    stats = graph_stats(graph, dist, csr.num_unique_edges, step_group, num_step_groups)
-
-    if method not in ("graphgpo", "gigpo"):
-        return trajectory_output(batch, method, config, stats, backend)
-    d_state = d_next = None
-    if method == "graphgpo":
-        d = group_fill_unreachable(dist, graph)
-        d_state, d_next = d.index_select(0, graph.src), d.index_select(0, graph.dst)
-        returns = graph_returns(d_state, d_next, batch, config)
-    else:
-        returns = discounted_returns(batch, config.gamma, config.invalid_penalty)
+def step_and_episode_advantages(batch, returns: torch.Tensor, step_group: torch.Tensor, num_step_groups: int,
+                                config):
+    """The statistics stage: A = step_weight * A_step + episode_weight * A_episode (SPEC 6-8)."""
     step_adv = segment_normalize(returns, step_group, num_step_groups, config.normalize, config.eps)
     episode_adv = episode_advantages(batch, config)
     advantages = config.step_weight * step_adv + config.episode_weight * episode_adv
-    return AdvantageOutput(advantages=advantages.to(torch.float32), step_advantages=step_adv,
-                           episode_advantages=episode_adv, returns=returns, d_state=d_state, d_next=d_next,
-                           step_group=step_group, stats=stats, method=method, backend=backend)
+    return step_adv, episode_adv, advantages.to(torch.float32)
 
 
-def trajectory_output(batch, method: str, config, stats: dict, backend: str) -> AdvantageOutput:
-    """GRPO / RLOO output (shared by the backends): one value per trajectory, no step part."""
-    value = trajectory_advantages(batch, method, config)
-    return AdvantageOutput(advantages=value.to(torch.float32),
-                           step_advantages=torch.zeros(batch.num_rows, dtype=F64, device=batch.device),
-                           episode_advantages=value, returns=batch.episode_reward.clone(), d_state=None,
-                           d_next=None, step_group=None, stats=stats, method=method, backend=backend)
+STAGES = pipeline.Stages(
+    name="torch",
+    node_ids=node_ids,
+    distances=graph_distances,
+    graph_returns=returns_from_distances,
+    discounted_returns=discounted_returns,
+    advantages=step_and_episode_advantages,
+    trajectory_values=trajectory_advantages,
+)
+"""Every stage of the pipeline in PyTorch; the other tensor backends start from these."""
+
+
+def compute(batch, method: str, config, inputs: pipeline.GraphInputs | None = None) -> AdvantageOutput:
+    """Advantages of ``method`` ("graphgpo", "gigpo", "grpo", "rloo") for every row of ``batch``."""
+    return pipeline.run(batch, method, config, STAGES, inputs)

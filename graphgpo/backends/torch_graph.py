@@ -5,10 +5,10 @@ SUCCESS sink is node ``num_state_nodes + g``. One edge per row, ``state -> next_
 step of a successful trajectory points to its group's sink (its own next_state is not a node unless it occurs
 elsewhere in the group). Distances are computed from every sink at once on the reversed graph.
 
-Pipeline (each stage a function, so that GPU backends can reuse one or swap it for a kernel):
+Stages (``graphgpo.backends.pipeline`` runs them; GPU backends reuse one or swap it for a kernel):
 
-    is_success_step -> node_ids -> success_edges -> reverse_csr
-    -> sweep_distances | frontier_distances -> group_fill_unreachable
+    node_ids -> (pipeline.build_graph) -> reverse_csr -> sweep_distances | frontier_distances
+    -> group_fill_unreachable
 
 Host syncs (they matter on CUDA): the number of next_states that need their own key, the sizes of the two
 ``unique`` calls, the number of distinct edges, and one per sweep / BFS level (the "changed" test or the
@@ -46,13 +46,16 @@ class StepGraph:
     node_group: torch.Tensor
     """int64 [num_nodes]: group of every node, sinks included."""
     src: torch.Tensor
-    """int64 [rows]: node of the row's state."""
+    """int64 [edges]: tail node of each edge. Edge i < num_rows is row i's: the node of its state."""
     dst: torch.Tensor
-    """int64 [rows]: node of the row's next_state, or its group's sink where the row reaches SUCCESS."""
+    """int64 [edges]: head node; for a row, its next_state's node, or its group's sink where it reaches SUCCESS."""
     cost: torch.Tensor | None
-    """float64 [rows]: edge costs, or None for unit costs."""
+    """float64 [edges]: edge costs, or None for unit costs."""
     has_success: torch.Tensor
-    """bool [groups]: the group has a successful trajectory (its sink is a source of the search)."""
+    """bool [groups]: the group has a success edge (its sink is a source of the search)."""
+    num_rows: int
+    """Edges 0..num_rows-1 are the batch's rows; any after them are extra edges (graph memory) that
+    enter the distances but give no output row."""
 
     @property
     def num_nodes(self) -> int:
@@ -100,16 +103,24 @@ def sorted_unique(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return ordered[first], inverse
 
 
+def segment_counts(index: torch.Tensor, size: int) -> torch.Tensor:
+    """int64 [size]: how often each id occurs in ``index`` (ids < size). ``torch.bincount`` on CPU (fastest
+    there); on CUDA a scatter-add, because CUDA's bincount reads the largest id back to the host."""
+    if index.device.type == "cpu":
+        return torch.bincount(index, minlength=size)
+    return torch.zeros(size, dtype=torch.int64, device=index.device).index_add_(0, index, torch.ones_like(index))
+
+
 def is_success_step(batch) -> torch.Tensor:
     """bool [rows]: the row is the last step of a successful trajectory, so its edge goes to SUCCESS."""
     # Steps of a trajectory are exactly 0..L-1 (StepBatch validates this), so L is its row count.
-    lengths = torch.bincount(batch.traj, minlength=batch.num_trajs)
+    lengths = segment_counts(batch.traj, batch.num_trajs)
     return batch.success & (batch.step == lengths.index_select(0, batch.traj) - 1)
 
 
 def following_row(batch) -> torch.Tensor:
     """int64 [rows]: the row holding the next step of the same trajectory, or -1 on a last step."""
-    lengths = torch.bincount(batch.traj, minlength=batch.num_trajs)
+    lengths = segment_counts(batch.traj, batch.num_trajs)
     starts = torch.cumsum(lengths, 0) - lengths
     position = starts.index_select(0, batch.traj) + batch.step  # place in (traj, step) order, by counting
     row_at = torch.empty_like(position).index_copy_(0, position, torch.arange(batch.num_rows, device=position.device))
@@ -117,12 +128,27 @@ def following_row(batch) -> torch.Tensor:
     return torch.where(last, -1, row_at.index_select(0, torch.where(last, position, position + 1)))
 
 
-def node_ids(batch, to_success: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Dense ids of (group, state key) pairs, numbered in sorted (group id, key) order.
+def dense_pairs(group: torch.Tensor, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense ids of (group, key) pairs numbered in sorted (group, key) order: ``(pair_group, inverse)``.
 
-    Returns ``(node_group, state_node, next_node)``: the group of every state node, and per row the node of
-    its state and of its next_state (``next_node`` equals ``state_node`` where ``to_success``: that
-    next_state is SUCCESS, and is not a node unless it occurs elsewhere).
+    Ranking the raw keys first lets (group, rank) fold into one exact int64 (no hashing of pairs, no
+    ``unique(dim=0)``); rank order is key order, so pair order is (group, key) order.
+    """
+    keys, key_rank = sorted_unique(key)
+    num_keys = keys.numel()
+    node_pair, node = sorted_unique(group * num_keys + key_rank)
+    return torch.div(node_pair, num_keys, rounding_mode="floor"), node
+
+
+def node_ids(batch, to_success: torch.Tensor, state_key: torch.Tensor, next_key: torch.Tensor,
+             extra_group: torch.Tensor | None = None, extra_key: torch.Tensor | None = None):
+    """Dense ids of (group, key) pairs, numbered in sorted (group id, key) order (the node-id stage).
+
+    ``state_key`` / ``next_key`` [rows] are the graph keys of each row's state and next_state;
+    ``extra_group`` / ``extra_key`` [k] optional keys of edges that are not rows (graph memory).
+    Returns ``(node_group, state_node, next_node, extra_node)``: the group of every state node, and the node
+    of each row's state, of its next_state (``next_node`` equals ``state_node`` where ``to_success``: that
+    next_state is SUCCESS and is not a node unless it occurs elsewhere) and of each extra key (None without).
     """
     n = batch.num_rows
     # A row's next_state is almost always the state of its trajectory's next row; such next_states take
@@ -131,32 +157,18 @@ def node_ids(batch, to_success: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     follower = following_row(batch)
     has_follower = follower >= 0
     follower = follower.clamp(min=0)
-    chained = has_follower & (batch.next_state == batch.state.index_select(0, follower))
+    chained = has_follower & (next_key == state_key.index_select(0, follower))
     own = torch.nonzero(~(chained | to_success)).squeeze(1)  # host sync: the number of extra keys
-    # Ranking the raw keys first lets (group, rank) fold into one exact int64 (no hashing of pairs, no
-    # unique(dim=0)); rank order is key order, so pair order is (group, key) order.
-    keys, key_rank = sorted_unique(torch.cat([batch.state, batch.next_state.index_select(0, own)]))
-    num_keys = keys.numel()
-    pair = torch.cat([batch.group, batch.group.index_select(0, own)]) * num_keys + key_rank
-    node_pair, node = sorted_unique(pair)
+    keys = [state_key, next_key.index_select(0, own)]
+    groups = [batch.group, batch.group.index_select(0, own)]
+    if extra_key is not None:
+        keys.append(extra_key)
+        groups.append(extra_group)
+    node_group, node = dense_pairs(torch.cat(groups), torch.cat(keys))
     state_node = node[:n]
-    next_node = torch.where(chained, state_node.index_select(0, follower), state_node).index_copy_(0, own, node[n:])
-    return torch.div(node_pair, num_keys, rounding_mode="floor"), state_node, next_node
-
-
-def success_edges(batch) -> StepGraph:
-    """The block-diagonal graph of the batch: one edge per row, success steps redirected to the sinks."""
-    to_success = is_success_step(batch)
-    state_node_group, src, next_node = node_ids(batch, to_success)
-    num_state_nodes = state_node_group.numel()
-    num_groups = batch.num_groups
-    device = src.device
-    dst = torch.where(to_success, num_state_nodes + batch.group, next_node)
-    # Count success steps per group (index_put with duplicate indices would keep an arbitrary writer).
-    has_success = torch.zeros(num_groups, dtype=torch.int64, device=device).index_add_(
-        0, batch.group, to_success.long()) > 0
-    node_group = torch.cat([state_node_group, torch.arange(num_groups, device=device)])
-    return StepGraph(num_state_nodes, num_groups, node_group, src, dst, batch.cost, has_success)
+    end = n + own.numel()
+    next_node = torch.where(chained, state_node.index_select(0, follower), state_node).index_copy_(0, own, node[n:end])
+    return node_group, state_node, next_node, (node[end:] if extra_key is not None else None)
 
 
 def reverse_csr(graph: StepGraph) -> ReverseCSR:
@@ -266,3 +278,9 @@ def group_fill_unreachable(dist: torch.Tensor, graph: StepGraph) -> torch.Tensor
         0, graph.node_group, torch.where(finite, dist, 0.0), "amax")
     filled = torch.where(finite, dist, (d_max + 1.0).index_select(0, graph.node_group))
     return torch.where(graph.has_success.index_select(0, graph.node_group), filled, 1.0)
+
+
+def graph_distances(graph: StepGraph) -> tuple[torch.Tensor, int]:
+    """The distance stage: raw distances to SUCCESS (inf where unreachable) and the number of distinct edges."""
+    csr = reverse_csr(graph)
+    return shortest_distances(graph, csr), csr.num_unique_edges

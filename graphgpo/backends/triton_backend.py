@@ -1,17 +1,14 @@
-"""Triton backend: the whole estimator as a handful of kernel launches on the batch's device.
+"""Triton backend: the pipeline's node-id, distance, returns and statistics stages as kernel launches.
 
-Pipeline (``graphgpo.kernels``; the torch backend's building blocks where a kernel buys nothing):
+Stages (``graphgpo.backends.pipeline``; the torch backend's where a kernel buys nothing):
 
-    is_success_step (torch)                    -> which rows point to their group's SUCCESS sink
-    kernels.dedup.dense_ids                    -> node ids of (group, key), sorted order
-    kernels.dedup.unique_edges                 -> distinct edges in reverse-CSR order
-    kernels.frontier.reverse_distances         -> multi-source reverse BFS / Bellman-Ford from the sinks
-    kernels.tail.fused_advantages              -> d_max, returns, penalties, step + episode advantages
-    torch_backend.graph_stats                  -> diagnostics (one host sync)
-
-GiGPO swaps the graph return for ``kernels.tail.discounted_returns`` (one lane per trajectory); GRPO and
-RLOO use ``torch_backend.trajectory_advantages`` (a few segment ops: nothing for a kernel to fuse). The
-graph is built for every method, as in the torch backend, because ``stats`` describe the batch.
+    node ids      kernels.dedup.dense_ids                 (group, key) pairs, sorted order
+    success edges pipeline.build_graph                    shared with every backend
+    distances     kernels.dedup.unique_edges + kernels.frontier.reverse_distances
+    returns       kernels.tail.graph_returns              d_max, final distances, graph return, penalty
+                  kernels.tail.discounted_returns         GiGPO: one lane per trajectory
+    statistics    kernels.tail.advantages                 moments, deviations, advantages
+    GRPO / RLOO   torch (a few segment ops: nothing for a kernel to fuse)
 
 Node numbering equals the torch backend's (state nodes in sorted (group, key) order, group g's sink at
 ``num_state_nodes + g``), so distances, step groups and stats agree element for element.
@@ -21,73 +18,59 @@ Runs on CUDA tensors, or on CPU tensors under the Triton interpreter (``TRITON_I
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
-from graphgpo.backends.torch_backend import graph_stats, step_groups, trajectory_output
-from graphgpo.backends.torch_graph import StepGraph, is_success_step
-from graphgpo.kernels import check_device
-from graphgpo.kernels.dedup import dense_ids, unique_edges
-from graphgpo.kernels.frontier import reverse_distances
-from graphgpo.kernels.tail import discounted_returns, fused_advantages
+from graphgpo.backends import pipeline, torch_backend
+from graphgpo.kernels import check_device, dedup, frontier, tail
 from graphgpo.output import AdvantageOutput
 
-METHODS = ("graphgpo", "gigpo", "grpo", "rloo")
 
-
-def build_graph(batch) -> tuple[StepGraph, torch.Tensor]:
-    """The block-diagonal state graph and the success-step mask (rows whose edge goes to SUCCESS)."""
+def node_ids(batch, to_success, state_key, next_key, extra_group=None, extra_key=None):
+    """The node-id stage (see ``torch_graph.node_ids``) with one sort-based dedup on the device."""
     n = batch.num_rows
-    device = batch.group.device
-    to_success = is_success_step(batch)
     # A success step's next_state is not a node unless it occurs elsewhere: substitute the row's own state.
-    next_key = torch.where(to_success, batch.state, batch.next_state)
-    node, _, node_group = dense_ids(torch.cat([batch.state, next_key]), batch.group.repeat(2))
-    num_state_nodes = node_group.numel()
-    src, next_node = node[:n], node[n:]
-    dst = torch.where(to_success, num_state_nodes + batch.group, next_node)
-    num_groups = batch.num_groups
-    has_success = torch.zeros(num_groups, dtype=torch.int64, device=device).index_add_(
-        0, batch.group, to_success.long()) > 0
-    node_group = torch.cat([node_group, torch.arange(num_groups, device=device)])
-    return StepGraph(num_state_nodes, num_groups, node_group, src, dst, batch.cost, has_success), to_success
+    keys = [state_key, torch.where(to_success, state_key, next_key)]
+    groups = [batch.group, batch.group]
+    if extra_key is not None:
+        keys.append(extra_key)
+        groups.append(extra_group)
+    node, _, node_group = dedup.dense_ids(torch.cat(keys), torch.cat(groups))
+    extra_node = node[2 * n:] if extra_key is not None else None
+    return node_group, node[:n], node[n:2 * n], extra_node
 
 
-def graph_distances(graph: StepGraph):
-    """Raw distances to SUCCESS (inf where unreachable; every node of a group without success is inf) and
-    the number of distinct edges."""
-    edge_src, _, rowptr, _, edge_cost = unique_edges(graph.src, graph.dst, graph.num_nodes, graph.cost)
+def distances(graph):
+    """The distance stage: distinct edges in reverse-CSR order, then a multi-source frontier search from
+    the sinks (inf where unreachable; every node of a group without success is inf)."""
+    edge_src, _, rowptr, _, edge_cost = dedup.unique_edges(graph.src, graph.dst, graph.num_nodes, graph.cost)
     sinks = graph.num_state_nodes + torch.nonzero(graph.has_success).flatten()
-    dist = reverse_distances(rowptr, edge_src, sinks, edge_cost)
-    return dist, edge_src.numel()
+    return frontier.reverse_distances(rowptr, edge_src, sinks, edge_cost), edge_src.numel()
 
 
-def compute(batch, method: str, config) -> AdvantageOutput:
+def graph_returns(graph, dist, batch, config):
+    return tail.graph_returns(group=batch.group, src=graph.src, dst=graph.dst, valid=batch.valid, cost=batch.cost,
+                              dist=dist, node_group=graph.node_group, has_success=graph.has_success, config=config)
+
+
+def discounted_returns(batch, gamma, invalid_penalty):
+    return tail.discounted_returns(batch.traj, batch.step, batch.reward, batch.valid, batch.num_trajs, gamma,
+                                   invalid_penalty)
+
+
+def advantages(batch, returns, step_group, num_step_groups, config):
+    return tail.advantages(group=batch.group, valid=batch.valid, episode_reward=batch.episode_reward,
+                           step=batch.step, returns=returns, step_group=step_group,
+                           num_step_groups=num_step_groups, num_groups=batch.num_groups, config=config)
+
+
+STAGES = replace(torch_backend.STAGES, name="triton", node_ids=node_ids, distances=distances,
+                 graph_returns=graph_returns, discounted_returns=discounted_returns, advantages=advantages)
+
+
+def compute(batch, method: str, config, inputs: pipeline.GraphInputs | None = None) -> AdvantageOutput:
     """Advantages of ``method`` ("graphgpo", "gigpo", "grpo", "rloo") for every row of ``batch``."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}; got {method!r}")
-    if batch.num_rows == 0:
-        return AdvantageOutput.empty(method, "triton", batch.device)
-    check_device(batch.group)
-
-    graph, to_success = build_graph(batch)
-    dist, num_unique_edges = graph_distances(graph)
-    step_group, num_step_groups = step_groups(graph)
-    stats = graph_stats(graph, dist, num_unique_edges, step_group, num_step_groups)
-
-    if method not in ("graphgpo", "gigpo"):
-        return trajectory_output(batch, method, config, stats, "triton")
-    common = dict(group=batch.group, step_group=step_group, num_step_groups=num_step_groups,
-                  num_groups=graph.num_groups, valid=batch.valid, episode_reward=batch.episode_reward,
-                  step=batch.step, config=config)
-    d_state = d_next = None
-    if method == "graphgpo":
-        out = fused_advantages(mode=config.graph_return, src=graph.src, dst=graph.dst, to_success=to_success,
-                               cost=batch.cost, dist=dist, node_group=graph.node_group,
-                               has_success=graph.has_success, **common)
-        d_state, d_next = out["d_state"], out["d_next"]
-    else:
-        step_return = discounted_returns(batch.traj, batch.step, batch.reward, batch.num_trajs, config.gamma)
-        out = fused_advantages(mode="given", given_returns=step_return, **common)
-    return AdvantageOutput(advantages=out["advantages"], step_advantages=out["step_advantages"],
-                           episode_advantages=out["episode_advantages"], returns=out["returns"], d_state=d_state,
-                           d_next=d_next, step_group=step_group, stats=stats, method=method, backend="triton")
+    if batch.num_rows:
+        check_device(batch.group)
+    return pipeline.run(batch, method, config, STAGES, inputs)

@@ -163,6 +163,8 @@ def ppo_update(policy, optimizer: torch.optim.Optimizer, samples: StepSamples, c
     optimizer.zero_grad(set_to_none=True)
     if not with_entropy:
         totals.pop("entropy", None)  # not computed: do not log a misleading 0
+    if samples.ref_logprobs is None:
+        totals.pop("kl", None)  # no reference model (kl_coef=0): likewise
     result = {k: v / max(steps, 1) for k, v in totals.items()}
     result["optimizer_steps"] = steps
     return result
