@@ -15,7 +15,6 @@ Writes ``--out/choice_cost.json`` and prints a markdown table.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import statistics
@@ -35,18 +34,16 @@ from graphgpo.trainer.config import load_config  # noqa: E402
 from graphgpo.trainer.policy import load_policy, pack_sequences  # noqa: E402
 
 
-def alfworld_first_step(data_dir: Path) -> tuple[str, str, list[str]]:
-    """(observation, task, admissible commands) of the first valid_unseen game."""
+def alfworld_first_step(data_dir: Path, game: int) -> tuple[str, str, list[str]]:
+    """(observation, task, admissible commands) at the start of valid_unseen game ``game``."""
     from graphgpo import envs
 
-    game = sorted(glob.glob(str(data_dir / "json_2.1.1" / "valid_unseen" / "*" / "*" / "game.tw-pddl")))[0]
-    env = envs.make("alfworld", game_files=[game])
+    env = envs.make("alfworld", split="valid_unseen", data_dir=str(data_dir))
     try:
-        step = env.reset(0)
-        obs, info = (step.observation, step.info) if hasattr(step, "observation") else step
+        observation, info = env.reset(seed=game)
     finally:
         env.close()
-    return obs, info.get("task", ""), list(info["admissible_actions"])
+    return observation, info.get("task", ""), list(info["admissible_actions"])
 
 
 def median_time(fn, repeats: int) -> float:
@@ -64,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("ALFWORLD_DATA", "~/.cache/alfworld")).expanduser())
+    parser.add_argument("--game", type=int, default=0, help="valid_unseen game (sorted by path)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "smollm2")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -72,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"output_dir={tempfile.gettempdir()}/unused"])
     policy = load_policy(cfg)
     policy.model.eval()
-    observation, task, commands = alfworld_first_step(args.data)
+    observation, task, commands = alfworld_first_step(args.data, args.game)
     template = get_template("alfworld", "full").for_choice()
     prompt = template.render(PromptContext(observation=observation, task=task, admissible_actions=commands))
     prompt_ids = policy.encode_prompt(prompt)

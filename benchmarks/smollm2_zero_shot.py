@@ -2,7 +2,7 @@
 
     python benchmarks/smollm2_zero_shot.py --preset smollm2-135m-sokoban --tasks 16 --threads 2
     python benchmarks/smollm2_zero_shot.py --preset smollm2-135m-textworld --tasks 16 --modes choose
-    python benchmarks/smollm2_zero_shot.py --preset smollm2-135m-alfworld --tasks 8 --set max_steps=10
+    python benchmarks/smollm2_zero_shot.py --preset smollm2-135m-alfworld --tasks 12 --spread
 
 The model is loaded once. For each action mode (``generate``: free text through the template's projection;
 ``choose``: the admissible command with the highest / a sampled likelihood) and each decoding (greedy =
@@ -112,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", nargs="+", default=["generate", "choose"], choices=["generate", "choose"])
     parser.add_argument("--decodings", nargs="+", default=["greedy", "sampled"], choices=["greedy", "sampled"])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--spread", action="store_true",
+                        help="evenly spaced tasks over a finite pool (its games are sorted, e.g. by task type) "
+                             "instead of the trainer's first --tasks ones")
     parser.add_argument("--set", nargs="*", default=[], help="config overrides, e.g. max_steps=10")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "smollm2")
     args = parser.parse_args(argv)
@@ -122,7 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     policy = load_policy(cfg)
     load_s = time.perf_counter() - load_start
     pool = task_pool_size(cfg.env, **{**cfg.env_kwargs, **cfg.eval_env_kwargs})
-    seeds = eval_task_seeds(args.tasks, pool)
+    if args.spread and pool is not None and pool > args.tasks:
+        seeds = [i * pool // args.tasks for i in range(args.tasks)]  # e.g. all six ALFWorld task types
+    else:
+        seeds = eval_task_seeds(args.tasks, pool)
     cfg.env_kwargs = {**cfg.env_kwargs, **cfg.eval_env_kwargs}
     base = get_template(cfg.env, cfg.prompt_style, history_length=cfg.history_length)
     rows = [random_row(cfg, base.for_choice(), seeds)]
@@ -137,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{mode:8s} {decoding:7s} success {row['success_rate']:.3f} valid {row['valid_action_rate']:.3f} "
                   f"resp {row['mean_response_tokens']:.1f} tok  {row['seconds_per_turn']:.2f} s/turn "
                   f"({row['prompts_per_turn']:.1f} prompts)  format {row['format']}", flush=True)
-    report = {"preset": args.preset, "overrides": args.set, "tasks": len(seeds), "max_steps": cfg.max_steps,
+    report = {"preset": args.preset, "overrides": args.set, "tasks": len(seeds), "task_seeds": seeds, "max_steps": cfg.max_steps,
               "threads": args.threads, "load_seconds": load_s, "load_average": os.getloadavg(),
               "model": cfg.model_name_or_path, "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
