@@ -177,7 +177,7 @@ def _train(args) -> int:
         if base is not None:
             line += f" (uniform-random policy on the same tasks: {base:.3f})"
         print(line)
-    print(f"run directory: {cfg.output_dir}")
+    print(f"run directory: {summary['run_dir']}")
     return 0 if summary["status"] in ("completed", "interrupted") else 1
 
 

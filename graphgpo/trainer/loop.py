@@ -574,6 +574,7 @@ class Trainer:
             "method": self.cfg.advantage.method,
             "model": self.cfg.model_name_or_path,
             "env": self.cfg.env,
+            "run_dir": str(self.run_dir),
         }
         (self.run_dir / "summary.json").write_text(json.dumps(json_safe(summary), indent=1), encoding="utf-8")
         if rows:
