@@ -211,3 +211,23 @@ def test_batch_on_the_second_gpu_while_the_first_is_current():
     want = torch_backend.compute(batch, "graphgpo", config)
     assert torch.equal(got.d_state.cpu(), want.d_state)
     assert torch.allclose(got.advantages.cpu(), want.advantages, atol=1e-6, rtol=0)
+
+
+def test_from_tensors_hashes_with_the_kernel_once_triton_is_the_default(monkeypatch):
+    from graphgpo import backends
+
+    calls = []
+    original = hashing.hash_token_rows
+    monkeypatch.setattr(hashing, "hash_token_rows", lambda *a, **k: calls.append(a) or original(*a, **k))
+    tokens = torch.randint(0, 100, (6, 5), device=DEVICE)
+    lengths = torch.tensor([5, 4, 3, 2, 1, 5], device=DEVICE)
+    n = 6
+    z = torch.zeros(n, dtype=torch.int64, device=DEVICE)
+    args = dict(group=z, traj=torch.arange(n, device=DEVICE), step=z, state=tokens, next_state=tokens,
+                success=z.bool(), valid=~z.bool(), episode_reward=z.double(), reward=z.double(),
+                state_lengths=lengths, next_state_lengths=lengths)
+    plain = StepBatch.from_tensors(**args)
+    assert calls == []
+    monkeypatch.setattr(backends, "triton_by_default", lambda device: True)
+    with_kernel = StepBatch.from_tensors(**args)
+    assert len(calls) == 2 and torch.equal(with_kernel.state, plain.state)
