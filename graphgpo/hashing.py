@@ -242,19 +242,20 @@ class KeyHasher:
             distinct = dict.fromkeys(objs)  # C-speed dedup of the column
         except TypeError:  # unhashable objects (arrays, tensors, bytearrays): memoise them by content
             memo_keys = [_memo_key(obj) for obj in objs]
-            self._learn(dict(zip(memo_keys, objs)))
+            by_content = dict(zip(memo_keys, objs))
+            self._learn([k for k in by_content if k not in self._memo], [by_content[k] for k in by_content
+                                                                         if k not in self._memo])
             return np.fromiter(map(self._memo.__getitem__, memo_keys), np.int64, len(objs))
-        self._learn({obj: obj for obj in distinct if obj not in self._memo})
+        new = list(distinct.keys() - self._memo.keys()) if self._memo else list(distinct)
+        self._learn(new, new)
         return np.fromiter(map(self._memo.__getitem__, objs), np.int64, len(objs))
 
-    def _learn(self, new: dict) -> None:
-        """Hash the objects of ``new`` (memo key -> object) and record collisions."""
-        new = {k: v for k, v in new.items() if k not in self._memo}
-        if not new:
+    def _learn(self, memo_keys: list, objects: list) -> None:
+        """Hash ``objects`` (remembered under ``memo_keys``) and record collisions."""
+        if not objects:
             return
-        objects = list(new.values())
         keys = self._hash_many(objects).tolist()
-        self._memo.update(zip(new, keys))
+        self._memo.update(zip(memo_keys, keys))
         if len(set(keys)) == len(keys) and self._owner.keys().isdisjoint(keys):
             self._owner.update(zip(keys, objects))
             return
