@@ -4,6 +4,7 @@ columns / compute only, on the MDP batches of the credit-step comparison (benchm
     python benchmarks/core_scaling.py --json core_scaling.json            # the table of RESULTS.md (~5 min)
     python benchmarks/core_scaling.py --tasks 4 16 --repeats 3            # a quick look
     python benchmarks/core_scaling.py --linearity                         # from_records us/step, 1e3..1e6
+    python benchmarks/core_scaling.py --hashing                           # stable 64-bit hash candidates
 
 Batches: T tasks x 8 rollouts, one random deterministic MDP per task (200 short string states, 4 actions,
 10% invalid actions that stay put, a random goal; an episode ends at the goal or after 50 steps), uniform
@@ -122,6 +123,45 @@ def linearity(sizes: list[float], repeats: int) -> list[dict]:
     return rows
 
 
+def hashing_candidates(repeats: int) -> list[dict]:
+    """ns per distinct string (process CPU time, median) of stable 64-bit hashes of str: one hashlib call per
+    object (what graphgpo used before) against the vectorised numpy hash graphgpo uses now."""
+    import hashlib
+
+    from graphgpo.hashing import object_keys
+
+    def per_object(name, **kw):
+        def run(strings):
+            return [int.from_bytes(hashlib.new(name, s.encode(), **kw).digest()[:8], "little", signed=True)
+                    for s in strings]
+        return run
+
+    candidates = {
+        "blake2b (digest_size=8), one call per object": lambda strings: [int.from_bytes(hashlib.blake2b(
+            s.encode(), digest_size=8, person=b"graphgpo-key").digest(), "little", signed=True) for s in strings],
+        "md5, one call per object": per_object("md5"),
+        "sha1, one call per object": per_object("sha1"),
+        "numpy word hash, vectorised (graphgpo.hashing)": object_keys,
+    }
+    texts = {"short (e.g. 't12s34')": [f"t{k}s{k % 200}" for k in range(20_000)],
+             "~200 characters": [f"-= Room {k} =- You are in room {k}. You see a cabinet {k % 7}, a countertop "
+                                 f"{k % 5}, a drawer {k % 3} and a fridge. On the countertop you see a mug "
+                                 f"{k % 4}. Your task is to: put a clean mug in the coffeemachine." for k in range(20_000)]}
+    rows = []
+    for label, strings in texts.items():
+        for name, fn in candidates.items():
+            fn(strings[:100])
+            times = []
+            for _ in range(repeats):
+                start = time.process_time()
+                fn(strings)
+                times.append(time.process_time() - start)
+            ns = statistics.median(times) / len(strings) * 1e9
+            rows.append({"strings": label, "hash": name, "ns_per_string": ns, "load": load()})
+            print(f"  {label:24s} {name:48s} {ns:8.0f} ns/string (CPU time; load {load()})", flush=True)
+    return rows
+
+
 def print_table(rows: list[dict]) -> None:
     by = {(r["tasks"], r["backend"], r["mode"], r["contended"]): r for r in rows}
     tasks = sorted({r["tasks"] for r in rows})
@@ -149,12 +189,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="timed runs per cell (median; reference: a third)")
     parser.add_argument("--reference-max-tasks", type=int, default=1024, help="largest T the reference runs at")
     parser.add_argument("--linearity", action="store_true", help="only from_records' time per step at 1e3..1e6")
+    parser.add_argument("--hashing", action="store_true", help="only the stable-hash candidates")
     parser.add_argument("--json", help="write every measurement here")
     args = parser.parse_args()
 
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()} "
           f"(the credit step runs on graphgpo.backends.cpu_threads.CPU_THREADS), load {load()}", flush=True)
-    if args.linearity:
+    if args.hashing:
+        rows = hashing_candidates(args.repeats)
+    elif args.linearity:
         rows = linearity([1e3, 1e4, 1e5, 1e6], args.repeats)
     else:
         rows = []

@@ -40,8 +40,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.synthetic import (colliding_token_rows, groups_for_steps, make_synthetic_batch,  # noqa: E402
-                                  synthetic_columns)
+from benchmarks.synthetic import (METHOD_CASES, colliding_token_rows, groups_for_steps,  # noqa: E402
+                                  make_synthetic_batch, synthetic_columns)
 from graphgpo import backends as registry  # noqa: E402
 from graphgpo.backends import host_sync, pipeline, reference, torch_backend  # noqa: E402
 from graphgpo.batch import StepBatch  # noqa: E402
@@ -54,15 +54,7 @@ TOKEN_WIDTH = 32
 # outputs (advantages f32; step/episode advantages, returns, d_state, d_next f64; step_group i64).
 BYTES_PER_STEP = 2 * TOKEN_WIDTH * 4 + 2 * 8 + (5 * 8 + 2) + (4 + 5 * 8 + 8)
 
-CASES = [
-    ("graphgpo", {}),
-    ("graphgpo", {"graph_return": "paper", "episode_stats": "per_trajectory", "omega": 0.8}),
-    ("graphgpo", {"graph_return": "progress", "normalize": "mean"}),
-    ("gigpo", {}),
-    ("gigpo", {"episode_stats": "per_trajectory"}),
-    ("grpo", {}),
-    ("rloo", {}),
-]
+CASES = METHOD_CASES
 
 FAILURES: list[str] = []
 DEVICE = "cuda"  # "cpu" only for a dry run of this script under TRITON_INTERPRET=1 (--dry-run)

@@ -22,6 +22,17 @@ from graphgpo.hashing import GOLDEN, MIX_MUL1, MIX_MUL2, POS_SEED
 _SPREAD = 0x9E3779B97F4A7C15 - (1 << 64)
 _MOVES = (-1, 0, 1, 1, 2)
 
+METHOD_CASES = [
+    ("graphgpo", {}),
+    ("graphgpo", {"graph_return": "paper", "episode_stats": "per_trajectory", "omega": 0.8}),
+    ("graphgpo", {"graph_return": "progress", "normalize": "mean", "step_weight": 0.5}),
+    ("gigpo", {}),
+    ("gigpo", {"gamma": 0.9, "episode_stats": "per_trajectory", "normalize": "mean"}),
+    ("grpo", {}),
+    ("rloo", {}),
+]
+"""(method, options) covering every method and option branch once: the cases backends are compared on."""
+
 
 def synthetic_columns(num_groups: int, group_size: int, horizon: int, num_states: int, seed: int = 0,
                       device="cpu", *, success_rate: float = 0.5, invalid_rate: float = 0.1,

@@ -21,7 +21,7 @@ triton = pytest.importorskip("triton")
 
 from triton.runtime.jit import _normalize_ty, mangle_type  # noqa: E402
 
-from benchmarks.synthetic import make_synthetic_batch, synthetic_columns  # noqa: E402
+from benchmarks.synthetic import METHOD_CASES, make_synthetic_batch, synthetic_columns  # noqa: E402
 from graphgpo import kernels  # noqa: E402
 from graphgpo.backends import reference, torch_backend, triton_backend  # noqa: E402
 from graphgpo.batch import StepBatch  # noqa: E402
@@ -35,13 +35,7 @@ interpreter_only = pytest.mark.skipif(DEVICE != "cpu", reason="imitates the comp
 KERNELS = {name: obj for module in (dedup, frontier, hashing, tail) for name, obj in vars(module).items()
            if isinstance(obj, (triton.runtime.interpreter.InterpretedFunction, triton.runtime.jit.JITFunction))}
 
-CASES = [
-    ("graphgpo", {}),
-    ("graphgpo", {"graph_return": "paper", "episode_stats": "per_trajectory", "omega": 0.8}),
-    ("graphgpo", {"graph_return": "progress", "normalize": "mean"}),
-    ("gigpo", {}),
-    ("gigpo", {"episode_stats": "per_trajectory"}),
-]
+CASES = [case for case in METHOD_CASES if case[0] in ("graphgpo", "gigpo")]  # the kernels' methods
 
 
 def annotations(kernel) -> dict[str, str]:

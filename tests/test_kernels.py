@@ -23,7 +23,7 @@ import pytest  # noqa: E402
 
 triton = pytest.importorskip("triton")
 
-from benchmarks.synthetic import make_synthetic_batch  # noqa: E402
+from benchmarks.synthetic import METHOD_CASES, make_synthetic_batch  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
@@ -267,15 +267,7 @@ def _assert_same(got, want):
     assert got.advantages.dtype == torch.float32 and got.returns.dtype == torch.float64
 
 
-CASES = [
-    ("graphgpo", {}),
-    ("graphgpo", {"graph_return": "paper", "episode_stats": "per_trajectory", "omega": 0.8}),
-    ("graphgpo", {"graph_return": "progress", "normalize": "mean", "step_weight": 0.5}),
-    ("gigpo", {}),
-    ("gigpo", {"gamma": 0.9, "episode_stats": "per_trajectory", "normalize": "mean"}),
-    ("grpo", {}),
-    ("rloo", {}),
-]
+CASES = METHOD_CASES
 
 
 @pytest.mark.parametrize("with_cost", [False, True])
