@@ -24,7 +24,7 @@ examples:
   graphgpo train --resume runs/RUN num_iterations=500
   graphgpo eval runs/RUN --tasks 512
   graphgpo plot runs/A runs/B --output cmp.png
-  graphgpo viz runs/RUN --task 7 --policy random
+  graphgpo viz runs/RUN --task 3 --policy random
   graphgpo diagnose runs/RUN
 """
 
