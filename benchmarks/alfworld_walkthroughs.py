@@ -2,6 +2,7 @@
 
     nice -n 10 python benchmarks/alfworld_walkthroughs.py                     # valid_seen + valid_unseen + 400 train
     nice -n 10 python benchmarks/alfworld_walkthroughs.py --train 0           # every game of all three splits
+    python benchmarks/alfworld_walkthroughs.py --train 24 --valid 6           # a quick data-wide check (.ci/run)
 
 Reads the data from $ALFWORLD_DATA (else ~/.cache/alfworld). For each game: reset, play the game file's
 walkthrough through ``graphgpo.envs.make("alfworld", ...)``, and check that each command is admissible,
@@ -70,6 +71,8 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", default=None, help="folder holding json_2.1.1/ (default $ALFWORLD_DATA)")
     parser.add_argument("--train", type=int, default=400,
                         help="train games to check, stratified by task type (0 = all 3553)")
+    parser.add_argument("--valid", type=int, default=0,
+                        help="games of each valid split to check, stratified by task type (0 = all)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/alfworld/walkthroughs.json")
@@ -81,12 +84,13 @@ def main(argv=None) -> int:
         files = find_games(split, args.data_dir)
         loaded[split] = {t: sum(alfworld_task_type(f) == t for f in files) for t in ALFWORLD_TASK_TYPES}
         indices = list(range(len(files)))
-        if split == "train" and args.train:
+        wanted = args.train if split == "train" else args.valid
+        if wanted:
             by_type = defaultdict(list)
             for i in indices:
                 by_type[alfworld_task_type(files[i])].append(i)
             rng = random.Random(args.seed)
-            share = args.train / len(files)
+            share = min(wanted / len(files), 1.0)
             indices = sorted(i for group in by_type.values() for i in rng.sample(group, round(share * len(group))))
         jobs += [(split, i, args.data_dir) for i in indices]
     print("games per split and task type:", json.dumps(loaded))

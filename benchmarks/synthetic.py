@@ -9,14 +9,29 @@ with probability ``invalid_rate``.
 
 from __future__ import annotations
 
+import random
+
+import numpy as np
 import torch
 
 from graphgpo.batch import StepBatch
+from graphgpo.hashing import GOLDEN, MIX_MUL1, MIX_MUL2, POS_SEED
 
 # Odd 64-bit multiplier (golden ratio, as signed int64): spreads small state ids over the int64 range like
 # real hashed keys, so benchmarks do not sort suspiciously small integers.
 _SPREAD = 0x9E3779B97F4A7C15 - (1 << 64)
 _MOVES = (-1, 0, 1, 1, 2)
+
+METHOD_CASES = [
+    ("graphgpo", {}),
+    ("graphgpo", {"graph_return": "paper", "episode_stats": "per_trajectory", "omega": 0.8}),
+    ("graphgpo", {"graph_return": "progress", "normalize": "mean", "step_weight": 0.5}),
+    ("gigpo", {}),
+    ("gigpo", {"gamma": 0.9, "episode_stats": "per_trajectory", "normalize": "mean"}),
+    ("grpo", {}),
+    ("rloo", {}),
+]
+"""(method, options) covering every method and option branch once: the cases backends are compared on."""
 
 
 def synthetic_columns(num_groups: int, group_size: int, horizon: int, num_states: int, seed: int = 0,
@@ -93,3 +108,86 @@ def make_synthetic_records(num_groups: int = 16, group_size: int = 8, horizon: i
          "valid": valid[i], "episode_reward": episode_reward[i], "reward": reward[i]}
         for i in range(len(group))
     ]
+
+
+def mdp_records(num_tasks: int, group_size: int = 8, *, num_states: int = 200, num_actions: int = 4,
+                invalid_rate: float = 0.1, max_steps: int = 50, seed: int = 0) -> list[dict]:
+    """Records of uniform-random rollouts in one random deterministic MDP per task (the batches of the
+    credit-step comparison in benchmarks/core_scaling.py).
+
+    Each task: ``num_states`` states named by short strings (unique per task), ``num_actions`` actions per
+    state, a share ``invalid_rate`` of (state, action) pairs invalid (the agent stays put), a random goal
+    and a random start shared by the task's ``group_size`` rollouts. An episode ends at the goal (success,
+    episode reward 10, step reward 10 on the last step) or after ``max_steps`` steps. T tasks x 8 rollouts
+    give about 1.5k / 5.7k / 23k / 93k / 367k steps for T = 4 / 16 / 64 / 256 / 1024.
+    """
+    rng = random.Random(seed)
+    records = []
+    for task in range(num_tasks):
+        names = [f"t{task}s{k}" for k in range(num_states)]
+        move = [[rng.randrange(num_states) for _ in range(num_actions)] for _ in range(num_states)]
+        invalid = [[rng.random() < invalid_rate for _ in range(num_actions)] for _ in range(num_states)]
+        goal, start = rng.randrange(num_states), rng.randrange(num_states)
+        group = f"task-{task}"
+        for rollout in range(group_size):
+            traj = f"{group}/rollout-{rollout}"
+            state, steps = start, []
+            for _ in range(max_steps):
+                action = rng.randrange(num_actions)
+                bad = invalid[state][action]
+                following = state if bad else move[state][action]
+                steps.append((state, following, not bad))
+                state = following
+                if state == goal:
+                    break
+            success = state == goal
+            for t, (s, following, valid) in enumerate(steps):
+                records.append({"group": group, "traj": traj, "step": t, "state": names[s],
+                                "next_state": names[following], "success": success, "valid": valid,
+                                "episode_reward": 10.0 if success else 0.0,
+                                "reward": 10.0 if success and t == len(steps) - 1 else 0.0})
+    return records
+
+
+# ------------------------------------------------------------------------------------------------ forced collisions
+
+def _term(position: int, tokens: np.ndarray) -> np.ndarray:
+    """mix(t * GOLDEN + mix(position + POS_SEED)) on uint64 lanes (numpy, independent of the torch code)."""
+    def mix(z):
+        z = z ^ (z >> np.uint64(30))
+        z = z * np.uint64(MIX_MUL1)
+        z = z ^ (z >> np.uint64(27))
+        z = z * np.uint64(MIX_MUL2)
+        return z ^ (z >> np.uint64(31))
+
+    return mix(tokens * np.uint64(GOLDEN) + mix(np.uint64(position) + np.uint64(POS_SEED)))
+
+
+def _merge(xa, ia, xb, ib, bits):
+    """All pairs of the two lists whose sums are 0 on the low ``bits`` bits: (sums, token choices)."""
+    low = np.uint64((1 << bits) - 1) if bits < 64 else np.uint64((1 << 64) - 1)
+    need = (np.uint64(0) - xa) & low
+    order = np.argsort(xb & low, kind="stable")
+    keys = (xb & low)[order]
+    start, stop = np.searchsorted(keys, need, "left"), np.searchsorted(keys, need, "right")
+    count = stop - start
+    a = np.repeat(np.arange(len(xa)), count)
+    b = order[np.repeat(start - np.cumsum(count) + count, count) + np.arange(count.sum())]
+    return xa[a] + xb[b], np.concatenate([ia[a], ib[b]], axis=1)
+
+
+def colliding_token_rows() -> torch.Tensor:
+    """Distinct 16-token rows with one 64-bit key, by Wagner's generalised birthday search.
+
+    The token-row hash sums one word per position, so the key of a row equals the all-zeros row's key when
+    the words' differences to it sum to 0 mod 2**64: 16 lists of 2**14 differences, merged pairwise while
+    zeroing 14, 28, 42 and then all 64 low bits (~70 solutions in well under a second).
+    """
+    candidates = np.arange(1, (1 << 14) + 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        lists = [(_term(i, candidates) - _term(i, np.zeros(1, dtype=np.uint64)), candidates[:, None].astype(np.int64))
+                 for i in range(16)]
+        for bits in (14, 28, 42, 64):
+            lists = [_merge(*lists[j], *lists[j + 1], bits) for j in range(0, len(lists), 2)]
+    _, choices = lists[0]
+    return torch.cat([torch.zeros(1, 16, dtype=torch.int64), torch.from_numpy(choices)])

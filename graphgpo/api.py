@@ -13,15 +13,16 @@ from graphgpo.similarity import similarity_inputs
 
 
 def compute_advantages(batch: StepBatch, method: str = "graphgpo", backend: str = "auto", config: Any = None,
-                       memory: GraphMemory | None = None, task_keys: Sequence[Hashable] | None = None,
-                       **options: Any) -> AdvantageOutput:
+                       memory: GraphMemory | None = None, task_keys: Sequence[Hashable] | None = None, *,
+                       stats: bool = True, **options: Any) -> AdvantageOutput:
     """Per-step advantages of ``method`` for every row of ``batch``.
 
     Args:
         batch: a ``StepBatch`` (rows = environment steps).
         method: "graphgpo" | "gigpo" | "grpo" | "rloo".
-        backend: "auto" | "reference" | "torch" | "triton" | "cugraph". "auto" picks Triton for CUDA
-            tensors when it is usable, else the vectorised torch backend.
+        backend: "auto" | "reference" | "torch" | "triton" | "cugraph". "auto" picks the vectorised torch
+            backend (CPU or CUDA); Triton only once ``graphgpo.backends.TRITON_BY_DEFAULT`` is flipped after a
+            passing GPU check.
         config: a config instance of the method (``GraphGPOConfig`` ...); ``options`` override its fields.
         memory: a ``graphgpo.memory.GraphMemory`` (GraphGPO only; read, not updated): distances on the union
             of each group's graph and the remembered graph of its task. Valid only for deterministic
@@ -29,6 +30,8 @@ def compute_advantages(batch: StepBatch, method: str = "graphgpo", backend: str 
             pipeline's ``GraphInputs``).
         task_keys: with ``memory``, the task of each dense group (stable across iterations, e.g. task
             seeds); default: the batch's group labels.
+        stats: compute ``AdvantageOutput.stats`` (graph diagnostics). False skips them: one host sync less on
+            CUDA, and no graph at all for GRPO / RLOO.
         **options: fields of the method's config (e.g. ``omega=0.2``), or ``preset="webshop"``.
 
     Returns:
@@ -51,12 +54,13 @@ def compute_advantages(batch: StepBatch, method: str = "graphgpo", backend: str 
         # The reference backend runs the recipe's literal similarity loop (the oracle); the others the exact
         # fast path (the same clusters).
         if threshold is None:
-            return get_backend(name).compute(batch, method, resolved)
+            return get_backend(name).compute(batch, method, resolved, stats=stats)
         inputs = similarity_inputs(batch, method, threshold, fast=name != "reference")
-        return get_backend(name).compute(batch, method, resolved, inputs)
+        return get_backend(name).compute(batch, method, resolved, inputs, stats=stats)
     keys = check_task_keys(batch, batch.group_labels if task_keys is None else task_keys)
     extra = memory.extra_edges(keys, batch.device)
     batch = extra.costed(batch)
-    out = get_backend(name).compute(batch, method, resolved, extra.graph_inputs(batch))
-    out.stats.update(extra.stats(batch))
+    out = get_backend(name).compute(batch, method, resolved, extra.graph_inputs(batch), stats=stats)
+    if stats:
+        out.stats.update(extra.stats(batch))
     return out

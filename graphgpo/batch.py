@@ -9,6 +9,9 @@ are constant within it, rewards and costs are finite and costs are positive.
 
 from __future__ import annotations
 
+import functools
+import itertools
+import operator
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -18,13 +21,26 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from .hashing import KeyHasher, hash_token_rows
+from .backends import host_sync
+from .backends.cpu_threads import cpu_threads
+from .columns import as_column, bool_column, dense_ids, float_column, gc_paused, int_column, state_column
+from .hashing import KeyHasher, check_token_rows, hash_token_rows, token_row_collisions
 
-__all__ = ["StepBatch", "REQUIRED_FIELDS", "KeyCollisionWarning"]
+__all__ = ["StepBatch", "REQUIRED_FIELDS", "KeyCollisionWarning", "int_column", "bool_column", "float_column"]
 
 REQUIRED_FIELDS = ("group", "traj", "step", "state", "next_state", "success", "valid",
                    "episode_reward", "reward")
 _COLUMNS = REQUIRED_FIELDS + ("cost",)
+
+
+def _threads_of_group_device(build):
+    """Run a tensor constructor on ``CPU_THREADS`` threads when its ``group`` column is on the CPU."""
+    @functools.wraps(build)
+    def wrapper(cls, group, *args, **kwargs):
+        with cpu_threads(group.device if isinstance(group, torch.Tensor) else "cpu"):
+            return build(cls, group, *args, **kwargs)
+
+    return wrapper
 
 
 class KeyCollisionWarning(UserWarning):
@@ -41,7 +57,7 @@ class StepBatch:
     group_labels / traj_labels: the original ids, indexed by dense id (a list from records, an int64
     tensor from tensors); their length gives num_groups / num_trajs without a device sync.
     collisions: (key, object_a, object_b) for distinct states that share a 64-bit key.
-    state_objects: key -> the state object it was hashed from (``from_records`` only; similarity merge
+    state_objects: key -> the state object it was hashed from (``from_records`` and ``from_columns``; similarity merge
     reads the text of states from it); None for batches built from tensors.
     """
 
@@ -109,47 +125,72 @@ class StepBatch:
         """Batch from mappings with the fields of SPEC.md (``cost`` optional, all rows or none).
 
         States may be str, bytes, int, tuple or numpy integer/str arrays; they are hashed with a stable
-        64-bit hash. Raises ValueError naming the row and field on bad input.
+        64-bit hash. Raises ValueError naming the row and field on bad input (rules: ``graphgpo.columns``).
         """
         records = records if isinstance(records, Sequence) else list(records)
         if len(records) == 0:
             return cls.empty(device=device)
         has_cost = isinstance(records[0], Mapping) and "cost" in records[0]
         names = _COLUMNS if has_cost else REQUIRED_FIELDS
-        getter = itemgetter(*names)
-        try:
-            rows = list(map(getter, records))
-        except (KeyError, TypeError):
-            _raise_missing_field(records, names)
-        if not has_cost:
-            for i, r in enumerate(records):
-                if "cost" in r:
-                    raise ValueError(f"row {i}: field 'cost' is given here but not in row 0; give cost on "
-                                     "every row or on none")
-        cols = dict(zip(names, zip(*rows)))
+        # One pass per field (map(itemgetter)) builds no per-row tuples: linear time, and with the cyclic
+        # garbage collector paused it does not rescan the records (graphgpo.columns.gc_paused).
+        with gc_paused():
+            try:
+                columns = {name: list(map(itemgetter(name), records)) for name in names}
+            except (KeyError, TypeError):
+                _raise_missing_field(records, names)
+            if not has_cost and any(map(operator.contains, records, itertools.repeat("cost"))):
+                row = next(i for i, r in enumerate(records) if "cost" in r)
+                raise ValueError(f"row {row}: field 'cost' is given here but not in row 0; give cost on every row "
+                                 "or on none")
+            with cpu_threads(device):
+                return cls._from_host_columns(columns, device, hasher)
 
-        group_ids, group_labels = _dense_ids(cols["group"], "group")
-        traj_ids, traj_labels = _dense_ids(cols["traj"], "traj")
+    @classmethod
+    def from_columns(cls, columns: Mapping[str, Any], *, device: str | torch.device = "cpu",
+                     hasher: KeyHasher | None = None) -> "StepBatch":
+        """Batch from one column per field (``cost`` optional): lists, tuples, numpy arrays (ints, floats,
+        bools, strings or objects), pandas Series or pyarrow arrays. The fastest way in from the host:
+        integer group / traj / state columns are handled in numpy. Same rules and errors as
+        ``from_records``."""
+        if not isinstance(columns, Mapping):
+            raise ValueError(f"columns must be a mapping of field name -> column, got {type(columns).__name__}")
+        missing = [name for name in REQUIRED_FIELDS if name not in columns]
+        if missing:
+            raise ValueError(f"missing field(s) {', '.join(map(repr, missing))}")
+        names = _COLUMNS if "cost" in columns else REQUIRED_FIELDS
+        converted = {name: as_column(columns[name]) for name in names}
+        lengths = {name: len(column) for name, column in converted.items()}
+        n = lengths["group"]
+        for name, length in lengths.items():
+            if length != n:
+                raise ValueError(f"mismatched column lengths: field '{name}' has {length} rows, 'group' has {n}")
+        if n == 0:
+            return cls.empty(device=device)
+        with cpu_threads(device):
+            return cls._from_host_columns(converted, device, hasher)
+
+    @classmethod
+    def _from_host_columns(cls, cols: Mapping[str, Any], device, hasher: KeyHasher | None) -> "StepBatch":
+        group, group_labels = dense_ids(cols["group"], "field 'group'")
+        traj, traj_labels = dense_ids(cols["traj"], "field 'traj'")
         hasher = hasher or KeyHasher()
-        state = _hash_column(hasher, cols["state"], "state")
-        next_state = _hash_column(hasher, cols["next_state"], "next_state")
-        if hasher.collisions:
-            warnings.warn(f"{len(hasher.collisions)} 64-bit state key collision(s) in this batch: "
-                          f"{hasher.collisions[:3]}; these states are merged in the graph",
-                          KeyCollisionWarning, stacklevel=2)
-
         arrays = {
-            "group": np.asarray(group_ids, dtype=np.int64),
-            "traj": np.asarray(traj_ids, dtype=np.int64),
+            "group": group,
+            "traj": traj,
             "step": int_column(cols["step"], "field 'step'"),
-            "state": np.asarray(state, dtype=np.int64),
-            "next_state": np.asarray(next_state, dtype=np.int64),
+            "state": state_column(hasher, cols["state"], "field 'state'"),
+            "next_state": state_column(hasher, cols["next_state"], "field 'next_state'"),
             "success": bool_column(cols["success"], "field 'success'"),
             "valid": bool_column(cols["valid"], "field 'valid'"),
             "episode_reward": float_column(cols["episode_reward"], "field 'episode_reward'"),
             "reward": float_column(cols["reward"], "field 'reward'"),
-            "cost": float_column(cols["cost"], "field 'cost'") if has_cost else None,
+            "cost": float_column(cols["cost"], "field 'cost'") if "cost" in cols else None,
         }
+        if hasher.collisions:
+            warnings.warn(f"{len(hasher.collisions)} 64-bit state key collision(s) in this batch: "
+                          f"{hasher.collisions[:3]}; these states are merged in the graph",
+                          KeyCollisionWarning, stacklevel=3)
         tensors = {k: (torch.from_numpy(v).to(device) if v is not None else None) for k, v in arrays.items()}
         batch = cls(**tensors, group_labels=group_labels, traj_labels=traj_labels,
                     collisions=tuple(hasher.collisions), state_objects=hasher.objects)
@@ -157,19 +198,23 @@ class StepBatch:
         return batch
 
     @classmethod
+    @_threads_of_group_device
     def from_tensors(cls, group, traj, step, state, next_state, success, valid, episode_reward, reward,
                      cost=None, *, state_lengths=None, state_mask=None, next_state_lengths=None,
-                     next_state_mask=None, validate: bool = True) -> "StepBatch":
+                     next_state_mask=None, validate: bool = True, check_collisions: bool = True) -> "StepBatch":
         """Batch from tensors already on a device, with no Python objects and no host copy of the data.
 
         group, traj: any int64 labels (made dense in sorted label order). state, next_state: int64
         keys ([N]) or token-id rows ([N, width], hashed on the device with ``hash_token_rows`` using
         the optional lengths/mask). Validation costs one host sync; ``validate=False`` skips it for
-        data you already trust.
+        data you already trust. Hashed token rows are checked for 64-bit collisions (distinct rows, same
+        key: one sort, one gather, one sync), reported like ``from_records`` does (``KeyCollisionWarning``,
+        ``batch.collisions``); ``check_collisions=False`` skips it.
         """
         given = {"group": group, "traj": traj, "step": step, "state": state, "next_state": next_state,
                  "success": success, "valid": valid, "episode_reward": episode_reward, "reward": reward,
                  "cost": cost}
+        collisions = ()
         device = None
         for name, value in given.items():
             if value is None and name == "cost":
@@ -180,10 +225,14 @@ class StepBatch:
                 device = value.device
             elif value.device != device:
                 raise ValueError(f"field '{name}' is on {value.device}, but 'group' is on {device}")
-        if state.dim() == 2:
-            state = hash_token_rows(state, lengths=state_lengths, mask=state_mask)
-        if next_state.dim() == 2:
-            next_state = hash_token_rows(next_state, lengths=next_state_lengths, mask=next_state_mask)
+        token_rows = {name: (rows, lengths, mask) for name, rows, lengths, mask in (
+            ("state", state, state_lengths, state_mask), ("next_state", next_state, next_state_lengths, next_state_mask))
+            if rows.dim() == 2}
+        if token_rows:
+            hash_rows = _token_row_hasher(device)
+            keys = {name: hash_rows(rows, lengths, mask) for name, (rows, lengths, mask) in token_rows.items()}
+            collisions = _token_row_collisions(token_rows, keys) if check_collisions else ()
+            state, next_state = keys.get("state", state), keys.get("next_state", next_state)
         given["state"], given["next_state"] = state, next_state
 
         n = group.shape[0] if group.dim() == 1 else -1
@@ -200,12 +249,15 @@ class StepBatch:
                 raise ValueError(f"field '{name}' must be an integer tensor, got {given[name].dtype}")
         for name in ("episode_reward", "reward", "cost"):
             if given[name] is not None and not (given[name].dtype.is_floating_point
-                                                or given[name].dtype in _INT_DTYPES
-                                                or given[name].dtype == torch.bool):
-                raise ValueError(f"field '{name}' must be numeric, got {given[name].dtype}")
+                                                or given[name].dtype in _INT_DTYPES):
+                raise ValueError(f"field '{name}' must be a number tensor (float or int, not bool), got "
+                                 f"{given[name].dtype}")
+        for name in ("success", "valid"):
+            if given[name].is_complex():
+                raise ValueError(f"field '{name}' must be a bool (or 0/1) tensor, got {given[name].dtype}")
 
-        group_labels, dense_group = torch.unique(group.to(torch.int64), return_inverse=True)
-        traj_labels, dense_traj = torch.unique(traj.to(torch.int64), return_inverse=True)
+        group_labels, dense_group = host_sync.unique(group.to(torch.int64), "from_tensors: dense group ids")
+        traj_labels, dense_traj = host_sync.unique(traj.to(torch.int64), "from_tensors: dense trajectory ids")
         # Columns are stored contiguous: the kernels read them with unit stride, and a column sliced from a
         # [rows, fields] tensor is a strided view.
         batch = cls(
@@ -214,13 +266,10 @@ class StepBatch:
             success=_column(success, torch.bool), valid=_column(valid, torch.bool),
             episode_reward=_column(episode_reward, torch.float64), reward=_column(reward, torch.float64),
             cost=_column(cost, torch.float64) if cost is not None else None,
-            group_labels=group_labels, traj_labels=traj_labels)
+            group_labels=group_labels, traj_labels=traj_labels, collisions=collisions)
         if validate:
-            if success.dtype != torch.bool:
-                _check_binary(success, "success")
-            if valid.dtype != torch.bool:
-                _check_binary(valid, "valid")
-            _validate(batch)
+            _validate(batch, {name: value for name, value in (("success", success), ("valid", valid))
+                              if value.dtype != torch.bool})
         return batch
 
     @classmethod
@@ -237,6 +286,49 @@ _INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
 def _column(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return values.to(dtype).contiguous()
+
+
+def _token_row_hasher(device):
+    """The Triton hash kernel where Triton is the default for ``device`` (the same bits), else torch's."""
+    from graphgpo.backends import triton_by_default
+
+    if triton_by_default(device):
+        from graphgpo.kernels.hashing import hash_token_rows as kernel
+
+        return lambda rows, lengths, mask: kernel(rows, lengths, mask)
+    return lambda rows, lengths, mask: hash_token_rows(rows, lengths=lengths, mask=mask)
+
+
+def _token_row_collisions(token_rows: dict, keys: dict) -> tuple:
+    """(key, tokens, other_tokens) for keys shared by different token rows of the batch (state and
+    next_state together, up to three keys); warns KeyCollisionWarning naming the rows."""
+    names = list(token_rows)
+    width = max(token_rows[name][0].shape[1] for name in names)
+    tokens, masks = [], []
+    for name in names:
+        rows, lengths, mask = token_rows[name]
+        rows_lengths, rows_mask = check_token_rows(rows, lengths, mask)
+        n, w = rows.shape
+        if rows_mask is None:
+            lengths = rows_lengths if rows_lengths is not None else torch.full((n,), w, device=rows.device)
+            rows_mask = torch.arange(w, device=rows.device).unsqueeze(0) < lengths.unsqueeze(1)
+        tokens.append(torch.nn.functional.pad(rows, (0, width - w)))
+        masks.append(torch.nn.functional.pad(rows_mask, (0, width - w)))
+    if len({t.dtype for t in tokens}) > 1:
+        tokens = [t.to(torch.int64) for t in tokens]
+    tokens, masks = torch.cat(tokens), torch.cat(masks)
+    all_keys = torch.cat([keys[name] for name in names])
+    count, pairs = token_row_collisions(tokens, all_keys, mask=masks)
+    if count == 0:
+        return ()
+    n = token_rows[names[0]][0].shape[0]
+    where = lambda i: f"{names[i // n]} row {i % n}"  # noqa: E731
+    found = tuple((int(all_keys[a]), tuple(tokens[a][masks[a]].tolist()), tuple(tokens[b][masks[b]].tolist()))
+                  for a, b in pairs)
+    shown = "; ".join(f"{where(a)} and {where(b)}" for a, b in pairs)
+    warnings.warn(f"{count} 64-bit key(s) shared by different token rows in this batch (e.g. {shown}); these states "
+                  "are merged in the graph", KeyCollisionWarning, stacklevel=3)
+    return found
 
 
 # -------------------------------------------------------------------------------------------------
@@ -256,93 +348,18 @@ def _raise_missing_field(records, names):
     raise AssertionError("unreachable: itemgetter failed but every row has every field")
 
 
-def _dense_ids(values: Sequence, name: str) -> tuple[list[int], list]:
-    """Dense ids in order of first appearance, and the labels they stand for."""
-    try:
-        labels = list(dict.fromkeys(values))
-    except TypeError:
-        for i, v in enumerate(values):
-            try:
-                hash(v)
-            except TypeError:
-                raise ValueError(f"row {i}: field '{name}' must be hashable, got {type(v).__name__}") from None
-        raise
-    index = {label: i for i, label in enumerate(labels)}
-    return list(map(index.__getitem__, values)), labels
-
-
-def _hash_column(hasher: KeyHasher, values: Sequence, name: str) -> list[int]:
-    try:
-        return hasher.keys(values)
-    except TypeError:
-        for i, v in enumerate(values):
-            try:
-                hasher(v)
-            except TypeError as err:
-                raise ValueError(f"row {i}: field '{name}': {err}") from None
-        raise
-
-
-# These converters are shared with graphgpo.integrations.verl; ``label`` names the column in errors
-# ("field 'reward'", "key 'is_action_valid'").
-
-def int_column(values: Sequence, label: str) -> np.ndarray:
-    """int64 array of a column of integers (bools rejected), or ValueError naming the first bad row."""
-    arr = np.asarray(values)
-    if arr.dtype.kind in "iu" and arr.ndim == 1:
-        return arr.astype(np.int64, copy=False)
-    for i, v in enumerate(values):
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-            raise ValueError(f"row {i}: {label} must be an integer, got {v!r}")
-    return np.asarray(values, dtype=np.int64)
-
-
-def bool_column(values: Sequence, label: str, *, accept_float: bool = False) -> np.ndarray:
-    """bool array of a column of bools or 0/1 integers (and 0.0/1.0 floats with ``accept_float``)."""
-    arr = np.asarray(values)
-    if arr.ndim == 1 and arr.dtype.kind == "b":
-        return arr
-    if arr.ndim == 1 and arr.dtype.kind in "iu" and bool(np.isin(arr, (0, 1)).all()):
-        return arr.astype(bool)
-    numbers = (int, np.integer, float, np.floating) if accept_float else (int, np.integer)
-    out = np.empty(len(values), dtype=bool)
-    for i, v in enumerate(values):
-        if not (isinstance(v, (bool, np.bool_)) or (isinstance(v, numbers) and v in (0, 1))):
-            raise ValueError(f"row {i}: {label} must be a bool (or 0/1), got {v!r}")
-        out[i] = bool(v)
-    return out
-
-
-def float_column(values: Sequence, label: str) -> np.ndarray:
-    """float64 array of a column of numbers, or ValueError naming the first bad row."""
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-        if arr.ndim != 1:
-            raise ValueError
-    except (TypeError, ValueError):
-        for i, v in enumerate(values):
-            try:
-                if np.ndim(v) != 0:
-                    raise TypeError
-                float(v)
-            except (TypeError, ValueError):
-                raise ValueError(f"row {i}: {label} must be a number, got {v!r}") from None
-        raise
-    return arr
-
-
-def _check_binary(values: torch.Tensor, name: str) -> None:
-    bad = ~((values == 0) | (values == 1))
-    if bool(bad.any()):
-        row = int(bad.nonzero()[0, 0])
-        raise ValueError(f"row {row}: field '{name}' must be a bool (or 0/1), got {values[row].item()!r}")
-
-
 # -------------------------------------------------------------------------------------------------
 # Batch invariants (vectorised; one host sync when the batch is valid)
 # -------------------------------------------------------------------------------------------------
 
-def _validate(b: StepBatch) -> None:
+REWARD_LIMIT = 1e20
+"""Largest |episode_reward|, |reward| and cost accepted: beyond it sums of squares in the statistics (float64)
+or the advantages (float32) could overflow, and backends would disagree on how (NaN, inf or an error)."""
+
+
+def _validate(b: StepBatch, flags: Mapping[str, torch.Tensor] | None = None) -> None:
+    """Check the batch invariants (one host sync when all hold). ``flags``: success / valid columns as given
+    (not bool), to check that they hold 0 or 1."""
     n = b.num_rows
     if n == 0:
         return
@@ -355,13 +372,14 @@ def _validate(b: StepBatch) -> None:
     first_of_traj[1:] = ~same_traj
     prev_step = torch.cat([step.new_full((1,), -1), step[:-1]])
 
-    checks = {
-        "nonfinite_reward": ~torch.isfinite(b.reward),
-        "nonfinite_episode_reward": ~torch.isfinite(b.episode_reward),
+    checks = {f"nonbinary_{name}": (values != 0) & (values != 1) for name, values in (flags or {}).items()}
+    checks.update({
+        "bad_reward": ~(b.reward.abs() <= REWARD_LIMIT),  # NaN fails <= too
+        "bad_episode_reward": ~(b.episode_reward.abs() <= REWARD_LIMIT),
         "negative_step": b.step < 0,
-    }
+    })
     if b.cost is not None:
-        checks["bad_cost"] = ~torch.isfinite(b.cost) | (b.cost <= 0)
+        checks["bad_cost"] = ~((b.cost > 0) & (b.cost <= REWARD_LIMIT))
     sorted_checks = {
         "duplicate_step": ~first_of_traj & (step == prev_step),
         "step_gap": torch.where(first_of_traj, step != 0, step != prev_step + 1),
@@ -372,10 +390,10 @@ def _validate(b: StepBatch) -> None:
         changed[1:] = same_traj & (col[1:] != col[:-1])
         sorted_checks[f"varying_{name}"] = changed
 
-    flags = torch.stack([f.any() for f in list(checks.values()) + list(sorted_checks.values())])
-    if not bool(flags.any()):  # the one host sync on the happy path
+    found = torch.stack([f.any() for f in list(checks.values()) + list(sorted_checks.values())])
+    if host_sync.to_int(found.any(), "batch validation") == 0:  # the one host sync on the happy path
         return
-    _raise_first_problem(b, checks, sorted_checks, order)
+    _raise_first_problem(b, checks, sorted_checks, order, flags or {})
 
 
 def _label(labels, dense_id: int):
@@ -385,7 +403,7 @@ def _label(labels, dense_id: int):
     return label.item() if isinstance(label, torch.Tensor) else label
 
 
-def _raise_first_problem(b: StepBatch, checks, sorted_checks, order) -> None:
+def _raise_first_problem(b: StepBatch, checks, sorted_checks, order, flags) -> None:
     def row_of(mask, sorted_positions=False):
         idx = mask.nonzero()
         if idx.numel() == 0:
@@ -398,16 +416,20 @@ def _raise_first_problem(b: StepBatch, checks, sorted_checks, order) -> None:
         traj = _label(b.traj_labels, int(b.traj[row]))
         return f"row {row} (traj {traj!r}, step {int(b.step[row])})"
 
-    row = row_of(checks["nonfinite_reward"])
-    if row is not None:
-        raise ValueError(f"{where(row)}: field 'reward' is not finite ({b.reward[row].item()})")
-    row = row_of(checks["nonfinite_episode_reward"])
-    if row is not None:
-        raise ValueError(f"{where(row)}: field 'episode_reward' is not finite ({b.episode_reward[row].item()})")
+    for name, values in flags.items():
+        row = row_of(checks[f"nonbinary_{name}"])
+        if row is not None:
+            raise ValueError(f"row {row}: field '{name}' must be a bool (or 0/1), got {values[row].item()!r}")
+    for name in ("reward", "episode_reward"):
+        row = row_of(checks[f"bad_{name}"])
+        if row is not None:
+            raise ValueError(f"{where(row)}: field '{name}' must be finite with |{name}| <= {REWARD_LIMIT:g}, got "
+                             f"{getattr(b, name)[row].item()}")
     if "bad_cost" in checks:
         row = row_of(checks["bad_cost"])
         if row is not None:
-            raise ValueError(f"{where(row)}: field 'cost' must be finite and > 0, got {b.cost[row].item()}")
+            raise ValueError(f"{where(row)}: field 'cost' must be finite, > 0 and <= {REWARD_LIMIT:g}, got "
+                             f"{b.cost[row].item()}")
     row = row_of(checks["negative_step"])
     if row is not None:
         raise ValueError(f"{where(row)}: field 'step' must be >= 0")

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Literal
+
+import numpy as np
 
 NORMALIZE_MODES = ("mean_std", "mean")
 EPISODE_STATS_MODES = ("cross_steps", "per_trajectory")
@@ -23,13 +26,28 @@ GRAPH_RETURN_MODES = ("recipe", "paper", "progress")
 def _check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
                   low_open: bool = False) -> None:
     """Raise ValueError naming ``name`` unless ``value`` is a finite real number in the range."""
-    # bool is an int subclass; ``omega=True`` is almost certainly a mistake, so reject it.
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    # bool is an int subclass; ``omega=True`` is almost certainly a mistake, so reject it. numpy scalars
+    # (np.float32(0.5)) are real numbers too.
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a real number (int or float), got {value!r} of type {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
     if low is not None and (value <= low if low_open else value < low):
         raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
     if high is not None and value > high:
-        raise ValueError(f"{name} must be <= {high}, got {value!r}")
+        raise ValueError(f"{name} must be <= {high:g}, got {value!r}")
+
+
+def _as_floats(config, *names: str) -> None:
+    """Store numeric fields as Python floats (np.float32(0.5) -> 0.5), once they are checked."""
+    for name in names:
+        object.__setattr__(config, name, float(getattr(config, name)))
+
+
+NUMBER_LIMIT = 1e20
+"""Bound of r_succ and invalid_penalty (as of rewards in StepBatch): beyond it the statistics may overflow."""
+WEIGHT_LIMIT = 1e6
+"""Bound of |step_weight| and |episode_weight|: keeps weighted advantages inside float32."""
 
 
 def _check_similarity(value: Any) -> None:
@@ -79,14 +97,15 @@ class GraphGPOConfig:
     def __post_init__(self) -> None:
         _check_similarity(self.similarity)
         _check_number("omega", self.omega, low=0.0, low_open=True, high=1.0)
-        _check_number("r_succ", self.r_succ, low=0.0, low_open=True)
-        _check_number("invalid_penalty", self.invalid_penalty, low=0.0)
-        _check_number("step_weight", self.step_weight)
-        _check_number("episode_weight", self.episode_weight)
+        _check_number("r_succ", self.r_succ, low=0.0, low_open=True, high=NUMBER_LIMIT)
+        _check_number("invalid_penalty", self.invalid_penalty, low=0.0, high=NUMBER_LIMIT)
+        _check_number("step_weight", self.step_weight, low=-WEIGHT_LIMIT, high=WEIGHT_LIMIT)
+        _check_number("episode_weight", self.episode_weight, low=-WEIGHT_LIMIT, high=WEIGHT_LIMIT)
         _check_choice("normalize", self.normalize, NORMALIZE_MODES)
         _check_choice("episode_stats", self.episode_stats, EPISODE_STATS_MODES)
         _check_choice("graph_return", self.graph_return, GRAPH_RETURN_MODES)
         _check_number("eps", self.eps, low=0.0, low_open=True)
+        _as_floats(self, "omega", "r_succ", "invalid_penalty", "step_weight", "episode_weight", "eps")
 
 
 @dataclass(frozen=True)
@@ -114,12 +133,13 @@ class GiGPOConfig:
     def __post_init__(self) -> None:
         _check_similarity(self.similarity)
         _check_number("gamma", self.gamma, low=0.0, high=1.0)
-        _check_number("invalid_penalty", self.invalid_penalty, low=0.0)
-        _check_number("step_weight", self.step_weight)
-        _check_number("episode_weight", self.episode_weight)
+        _check_number("invalid_penalty", self.invalid_penalty, low=0.0, high=NUMBER_LIMIT)
+        _check_number("step_weight", self.step_weight, low=-WEIGHT_LIMIT, high=WEIGHT_LIMIT)
+        _check_number("episode_weight", self.episode_weight, low=-WEIGHT_LIMIT, high=WEIGHT_LIMIT)
         _check_choice("normalize", self.normalize, NORMALIZE_MODES)
         _check_choice("episode_stats", self.episode_stats, EPISODE_STATS_MODES)
         _check_number("eps", self.eps, low=0.0, low_open=True)
+        _as_floats(self, "gamma", "invalid_penalty", "step_weight", "episode_weight", "eps")
 
 
 @dataclass(frozen=True)
@@ -134,6 +154,7 @@ class GRPOConfig:
     def __post_init__(self) -> None:
         _check_choice("normalize", self.normalize, NORMALIZE_MODES)
         _check_number("eps", self.eps, low=0.0, low_open=True)
+        _as_floats(self, "eps")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 
 from graphgpo import kernels
+from graphgpo.backends import host_sync
 
 from . import HAS_TRITON, check_device, launch
 
@@ -130,7 +131,7 @@ def dense_ids(key: torch.Tensor, group: torch.Tensor | None = None):
     grid = (triton.cdiv(n, block),)
     launch(_flag_kernel, grid, key_sorted, g_arg, flag, n, HAS_GROUP=has_group, BLOCK=block)
     run = torch.cumsum(flag, 0)
-    num_unique = int(run[-1])  # the one sync: it sizes the outputs
+    num_unique = host_sync.to_int(run[-1], "dense ids: number of distinct pairs")  # sizes the outputs
     inverse = torch.empty(n, dtype=torch.int64, device=dev)
     ukey = torch.empty(num_unique, dtype=torch.int64, device=dev)
     ugroup = torch.empty(num_unique, dtype=torch.int64, device=dev) if has_group else ukey
@@ -181,7 +182,7 @@ def dense_ids_hashed(key: torch.Tensor, group: torch.Tensor):
     rep = torch.empty(n, dtype=torch.int64, device=dev)
     block = kernels.TEST_BLOCK or (BLOCK if n >= BLOCK else triton.next_power_of_2(n))
     launch(_insert_kernel, (triton.cdiv(n, block),), key, group, table, rep, n, size - 1, BLOCK=block)
-    first = torch.nonzero(rep == torch.arange(n, device=dev)).flatten()  # one representative per pair
+    first = host_sync.nonzero(rep == torch.arange(n, device=dev), "hash table: representatives")
     compact = torch.empty(n, dtype=torch.int64, device=dev)
     compact[first] = torch.arange(first.numel(), device=dev)
     perm, ukey, ugroup = _lexsort(key[first], group[first])

@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 
 from graphgpo import kernels
+from graphgpo.backends import host_sync
 
 from . import HAS_TRITON, INTERPRET, check_device, launch
 
@@ -74,13 +75,16 @@ GPU_BLOCK = 128
 
 
 def reverse_distances(rowptr: torch.Tensor, edge_src: torch.Tensor, sinks: torch.Tensor,
-                      edge_cost: torch.Tensor | None = None, *, check_every: int | None = None,
-                      block: int | None = None, num_programs: int | None = None) -> torch.Tensor:
+                      edge_cost: torch.Tensor | None = None, *, active: torch.Tensor | None = None,
+                      check_every: int | None = None, block: int | None = None,
+                      num_programs: int | None = None) -> torch.Tensor:
     """Shortest distance from every node to the nearest source in ``sinks`` along forward edges.
 
     ``rowptr``/``edge_src``: reverse CSR (edges into v are ``edge_src[rowptr[v]:rowptr[v+1]] -> v``).
-    ``edge_cost``: positive float64 per edge, or None for unit costs. Returns float64 [num_nodes] with
-    ``inf`` where no sink is reachable and 0 at the sinks.
+    ``edge_cost``: positive float64 per edge, or None for unit costs. ``active``: bool per sink, the sinks
+    that are sources (default all); an inactive sink starts at inf and relaxes nothing, so callers pass every
+    group's sink without selecting the successful ones on the host. Returns float64 [num_nodes] with ``inf``
+    where no source is reachable and 0 at the sources.
     """
     check_device(rowptr, edge_src, sinks, edge_cost)
     num_nodes = rowptr.numel() - 1
@@ -103,7 +107,7 @@ def reverse_distances(rowptr: torch.Tensor, edge_src: torch.Tensor, sinks: torch
             sms = torch.cuda.get_device_properties(dev).multi_processor_count
             num_programs = max(1, min(4 * sms, triton.cdiv(num_nodes, block)))
         check_every = check_every or 8
-    dist[sinks] = 0.0
+    dist[sinks] = 0.0 if active is None else torch.where(active, 0.0, float("inf")).to(torch.float64)
     dbits = dist.view(torch.int64)
     stamp = torch.full((num_nodes,), -1, dtype=torch.int32, device=dev)
     stamp[sinks] = 0
@@ -125,7 +129,7 @@ def reverse_distances(rowptr: torch.Tensor, edge_src: torch.Tensor, sinks: torch
                                             cost_arg, dbits, stamp, level, num_programs,
                                             HAS_COST=has_cost, RING=RING, BLOCK=block)
             level += 1
-        if int(counts[level % RING]) == 0:
+        if host_sync.to_int(counts[level % RING], "frontier: size of the current level") == 0:
             return dist
         if level > max_levels + check_every:
             raise RuntimeError(f"reverse_distances did not converge in {level} levels ({num_nodes} nodes)")

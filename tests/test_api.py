@@ -171,8 +171,8 @@ def test_empty_batch_returns_empty_results_without_calling_backend(monkeypatch, 
 def test_auto_dispatches_to_torch_on_cpu(monkeypatch, batch):
     calls = []
 
-    def fake_compute(b, method, config):
-        calls.append((b, method, config))
+    def fake_compute(b, method, config, stats):
+        calls.append((b, method, config, stats))
         return "result"
 
     def fake_get_backend(name):
@@ -182,7 +182,7 @@ def test_auto_dispatches_to_torch_on_cpu(monkeypatch, batch):
     monkeypatch.setattr(api, "get_backend", fake_get_backend)
     assert graphgpo.compute_advantages(batch, method="gigpo", gamma=0.9) == "result"
     assert calls[0] == "torch"
-    assert calls[1] == (batch, "gigpo", GiGPOConfig(gamma=0.9))
+    assert calls[1] == (batch, "gigpo", GiGPOConfig(gamma=0.9), True)
 
 
 # ------------------------------------------------------------------------------------------ registry
@@ -241,3 +241,34 @@ def test_summary_lists_stats(batch):
     assert "0.2500" in text  # unreachable_state_share of the worked example (D of A, B, C, D)
     empty = AdvantageOutput.empty("grpo", "torch")
     assert "num_steps" in empty.summary()
+
+
+def test_numpy_scalars_are_numbers_and_limits_hold():
+    import numpy as np
+
+    config = GraphGPOConfig(omega=np.float32(0.5), r_succ=np.int64(10), step_weight=np.float64(0.25))
+    assert config.omega == 0.5 and type(config.omega) is float and type(config.r_succ) is float
+    assert make_config("gigpo", gamma=np.float16(0.5)).gamma == 0.5
+    with pytest.raises(ValueError, match=r"omega must be a real number \(int or float\), got '0.5' of type str"):
+        GraphGPOConfig(omega="0.5")
+    with pytest.raises(ValueError, match=r"omega must be a real number"):
+        GraphGPOConfig(omega=np.bool_(True))
+    with pytest.raises(ValueError, match=r"r_succ must be <= 1e\+20"):
+        GraphGPOConfig(r_succ=1e21)
+    with pytest.raises(ValueError, match=r"step_weight must be <= 1e\+06"):
+        GraphGPOConfig(step_weight=1e7)
+    with pytest.raises(ValueError, match=r"episode_weight must be >= -1000000"):
+        GiGPOConfig(episode_weight=-1e7)
+
+
+def test_auto_keeps_cuda_batches_on_torch_until_the_gpu_check_flips_it(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setattr(backends, "_cuda_usable", lambda: True)
+    monkeypatch.setattr(backends, "_has_package", lambda name: True)
+    cuda = torch.device("cuda")
+    assert backends.unavailable_reason("triton", cuda) is None  # triton could run: auto still says torch
+    assert backends.resolve_backend("auto", cuda) == "torch"
+    assert backends.resolve_backend("triton", cuda) == "triton"  # opt-in
+    monkeypatch.setattr(backends, "TRITON_BY_DEFAULT", True)  # the one-line switch
+    assert backends.resolve_backend("auto", cuda) == "triton"
+    assert backends.resolve_backend("auto", torch.device("cpu")) == "torch"

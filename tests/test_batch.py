@@ -58,7 +58,7 @@ def test_costs_all_or_none():
 
 @pytest.mark.parametrize("mutate, message", [
     (lambda r: r[2].pop("state"), r"row 2: missing field 'state'"),
-    (lambda r: r[1].update(reward=math.nan), r"row 1 .*'reward' is not finite"),
+    (lambda r: r[1].update(reward=math.nan), r"row 1 .*'reward' must be finite"),
     (lambda r: r[1].update(episode_reward=math.inf, success=True), r"row 1 .*'episode_reward'"),
     (lambda r: r[4].update(group="task"), None),  # moving a whole trajectory is fine
     (lambda r: r[3].update(group="other"), r"row 3 .*two groups \('task' and 'other'\)"),
@@ -87,7 +87,7 @@ def test_bad_records_name_row_and_field(mutate, message):
 def test_nonpositive_cost_rejected():
     rows = [dict(r, cost=1.0) for r in small_records()]
     rows[2]["cost"] = 0.0
-    with pytest.raises(ValueError, match=r"row 2 .*'cost' must be finite and > 0"):
+    with pytest.raises(ValueError, match=r"row 2 .*'cost' must be finite, > 0"):
         StepBatch.from_records(rows)
 
 
@@ -144,7 +144,7 @@ def test_from_tensors_errors():
         StepBatch.from_tensors(z, z, torch.tensor([0, 0, 1]), z, z, bools, bools, f, f)
     with pytest.raises(ValueError, match="field 'step': expected a torch.Tensor"):
         StepBatch.from_tensors(z, z, [0, 1, 2], z, z, bools, bools, f, f)
-    with pytest.raises(ValueError, match="'cost' must be finite and > 0"):
+    with pytest.raises(ValueError, match="'cost' must be finite, > 0"):
         StepBatch.from_tensors(z, z, step, z, z, bools, bools, f, f, cost=torch.tensor([1.0, -1.0, 1.0]))
 
 
@@ -155,3 +155,139 @@ def test_take_permutes_and_validates():
     assert torch.equal(p.state, b.state[perm]) and p.traj_labels == b.traj_labels
     with pytest.raises(ValueError, match="contiguous"):
         b.take(torch.tensor([0, 3, 4]))  # drops t2's step 0
+
+
+# ------------------------------------------------------------------------------------------ one rule per field
+
+def _rows_with(field, values):
+    """One trajectory per value, so that only ``field`` varies between rows."""
+    rows = []
+    for i, value in enumerate(values):
+        row = rec("g", f"t{i}", 0, f"s{i}", f"n{i}")
+        row[field] = value
+        rows.append(row)
+    return rows
+
+
+def _columns(rows):
+    return {name: [r[name] for r in rows] for name in rows[0]}
+
+
+def _tensors(rows, **dtypes):
+    cols = _columns(rows)
+    cols["group"] = [0] * len(rows)
+    cols["traj"] = list(range(len(rows)))
+    cols["state"] = list(range(len(rows)))
+    cols["next_state"] = list(range(len(rows)))
+    return {name: torch.tensor(values, dtype=dtypes.get(name)) for name, values in cols.items()}
+
+
+@pytest.mark.parametrize("values", [[1, 1.0], [1.0, 1], [("x", 1), ("x", 1.0)], [("x", 1.0), ("x", 1)],
+                                    [np.float64(2.0), 2]])
+def test_float_states_rejected_whatever_the_row_order(values):
+    rows = [rec("g", "t", i, v, "end") for i, v in enumerate(values)]
+    bad = next(i for i, v in enumerate(values) if "float" in repr(type(v)) or (isinstance(v, tuple) and
+                                                                              isinstance(v[1], float)))
+    with pytest.raises(ValueError, match=rf"row {bad}: field 'state': unsupported state key type float"):
+        StepBatch.from_records(rows)
+    with pytest.raises(ValueError, match=rf"row {bad}: field 'state'"):
+        StepBatch.from_columns(_columns(rows))
+
+
+@pytest.mark.parametrize("field, values, message", [
+    ("reward", [0.0, "1.5"], r"row 1: field 'reward' must be a number, got '1.5'"),
+    ("reward", [True, 0.0], r"row 0: field 'reward' must be a number, got True"),
+    ("episode_reward", [0.0, b"2"], r"row 1: field 'episode_reward' must be a number"),
+    ("episode_reward", [0, 10**400], r"row 1: field 'episode_reward' is too large for a float64"),
+    ("step", [0, "0"], r"row 1: field 'step' must be an integer, got '0'"),
+    ("step", [0, True], r"row 1: field 'step' must be an integer, got True"),
+    ("step", [0, 2**70], r"row 1: field 'step' must fit in int64"),
+    ("valid", [True, "yes"], r"row 1: field 'valid' must be a bool \(or 0/1\), got 'yes'"),
+    ("valid", [1, 2], r"row 1: field 'valid' must be a bool \(or 0/1\), got 2"),
+    ("success", [0.0, 0.5], r"row 1: field 'success' must be a bool \(or 0/1\), got 0.5"),
+])
+def test_field_rules_in_records_and_columns(field, values, message):
+    rows = _rows_with(field, values)
+    for build in (StepBatch.from_records, lambda r: StepBatch.from_columns(_columns(r))):
+        with pytest.raises(ValueError, match=message):
+            build(rows)
+
+
+@pytest.mark.parametrize("field, value", [("reward", 1e21), ("episode_reward", -1e21), ("reward", math.inf),
+                                          ("cost", 1e21), ("cost", 0.0)])
+def test_reward_magnitude_rule_in_every_constructor(field, value):
+    rows = _rows_with(field, [1.0, value]) if field == "cost" else _rows_with(field, [0.0, value])
+    if field == "cost":
+        for r in rows:
+            r.setdefault("cost", 1.0)
+    message = rf"row 1 .*field '{field}' must be finite"
+    with pytest.raises(ValueError, match=message):
+        StepBatch.from_records(rows)
+    with pytest.raises(ValueError, match=message):
+        StepBatch.from_columns(_columns(rows))
+    with pytest.raises(ValueError, match=message):
+        StepBatch.from_tensors(**_tensors(rows, reward=torch.float64, episode_reward=torch.float64,
+                                          cost=torch.float64))
+
+
+def test_flag_rule_is_the_same_for_tensors():
+    rows = _rows_with("valid", [1.0, 0.0])
+    assert StepBatch.from_records(rows).valid.tolist() == [True, False]
+    assert StepBatch.from_tensors(**_tensors(rows)).valid.tolist() == [True, False]
+    with pytest.raises(ValueError, match=r"row 1: field 'valid' must be a bool \(or 0/1\), got 2"):
+        StepBatch.from_tensors(**_tensors(_rows_with("valid", [1, 2])))
+    with pytest.raises(ValueError, match=r"field 'reward' must be a number tensor .*not bool"):
+        StepBatch.from_tensors(**_tensors(_rows_with("reward", [True, False])))
+
+
+def test_from_columns_matches_from_records():
+    rows = small_records()
+    want = StepBatch.from_records(rows)
+    cols = _columns(rows)
+    variants = [cols, {k: tuple(v) for k, v in cols.items()},
+                {k: np.array(v, dtype=object) for k, v in cols.items()}]
+    for columns in variants:
+        got = StepBatch.from_columns(columns)
+        for name in ("group", "traj", "step", "state", "next_state", "success", "valid", "episode_reward", "reward"):
+            assert torch.equal(getattr(got, name), getattr(want, name)), name
+        assert got.group_labels == want.group_labels and got.traj_labels == want.traj_labels
+
+
+def test_from_columns_numpy_numbers_and_errors():
+    n = 6
+    cols = dict(group=np.array([5, 5, 5, 2, 2, 2]), traj=np.array([9, 9, 7, 3, 3, 4]),
+                step=np.array([0, 1, 0, 0, 1, 0]), state=np.array([10, 11, 10, 10, 12, 2**63 + 5], dtype=np.uint64),
+                next_state=np.arange(n), success=np.zeros(n, dtype=bool), valid=np.ones(n, dtype=np.int64),
+                episode_reward=np.zeros(n, dtype=np.float32), reward=np.zeros(n))
+    got = StepBatch.from_columns(cols)
+    records = [{k: (v[i].item()) for k, v in cols.items()} for i in range(n)]
+    want = StepBatch.from_records(records)
+    for name in ("group", "traj", "state", "next_state", "valid"):
+        assert torch.equal(getattr(got, name), getattr(want, name)), name
+    assert got.group_labels == [5, 2] and got.traj_labels == [9, 7, 3, 4]
+    assert got.state[0] == stable_key(10) and got.state[5] == stable_key(2**63 + 5)
+    with pytest.raises(ValueError, match=r"missing field\(s\) 'reward'"):
+        StepBatch.from_columns({k: v for k, v in cols.items() if k != "reward"})
+    with pytest.raises(ValueError, match=r"field 'step' has 5 rows, 'group' has 6"):
+        StepBatch.from_columns({**cols, "step": cols["step"][:5]})
+    with pytest.raises(ValueError, match=r"row 2: field 'valid' must be a bool \(or 0/1\), got 3"):
+        StepBatch.from_columns({**cols, "valid": np.array([1, 1, 3, 0, 0, 0])})
+    with pytest.raises(ValueError, match=r"row 0: field 'step' must be an integer"):
+        StepBatch.from_columns({**cols, "step": np.zeros(n, dtype=bool)})
+
+
+def test_from_columns_pandas_and_pyarrow_if_installed():
+    cols = _columns(small_records())
+    want = StepBatch.from_records(small_records())
+    for module, make in (("pandas", lambda m, v: m.Series(v)), ("pyarrow", lambda m, v: m.array(v))):
+        try:
+            lib = __import__(module)
+        except ImportError:
+            continue
+        if module == "pyarrow":  # mixed str / tuple states are no arrow column: only the numeric ones
+            converted = {k: (make(lib, v) if k not in ("state", "next_state", "group", "traj") else v)
+                         for k, v in cols.items()}
+        else:
+            converted = {k: make(lib, v) for k, v in cols.items()}
+        got = StepBatch.from_columns(converted)
+        assert torch.equal(got.state, want.state) and torch.equal(got.reward, want.reward)

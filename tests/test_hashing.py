@@ -1,14 +1,16 @@
-import hashlib
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
-from graphgpo.hashing import (GOLDEN, LEN_SEED, POS_SEED, KeyHasher, hash_token_rows, mix64_int,
-                              stable_key, to_signed64)
+from benchmarks.synthetic import colliding_token_rows
+from graphgpo.batch import KeyCollisionWarning, StepBatch
+from graphgpo.hashing import (GOLDEN, LEN_SEED, POS_SEED, TYPE_SEEDS, KeyHasher, hash_token_rows, mix64_int, object_keys,
+                              stable_key, to_signed64, token_row_collisions)
 
 MASK = (1 << 64) - 1
 
@@ -64,9 +66,50 @@ def test_token_rows_bad_input():
         hash_token_rows(torch.zeros(2, 3, dtype=torch.long), mask=torch.ones(2, 2, dtype=torch.bool))
 
 
-def test_stable_key_is_blake2b_of_tagged_bytes():
-    digest = hashlib.blake2b(b"s" + "kitchen".encode(), digest_size=8, person=b"graphgpo-key").digest()
-    assert stable_key("kitchen") == int.from_bytes(digest, "little", signed=True)
+def python_object_key(data: bytes, kind: str) -> int:
+    """The documented object hash over ``data``, written with Python ints (independent of the numpy code)."""
+    acc = 0
+    padded = data + b"\0" * (-len(data) % 8)
+    for j in range(len(padded) // 8):
+        word = int.from_bytes(padded[8 * j:8 * j + 8], "little")
+        acc = (acc + mix64_int((word * GOLDEN + mix64_int(j + POS_SEED)) & MASK)) & MASK
+    return to_signed64(mix64_int(acc ^ mix64_int(len(data) + TYPE_SEEDS[kind])))
+
+
+def int_bytes(value: int) -> bytes:
+    return value.to_bytes((value.bit_length() + 8) // 8, "little", signed=True)
+
+
+@pytest.mark.parametrize("text", ["", "kitchen", "abcdefgh", "abcdefghi", "é" * 100, "x" * 1000, "\ud800"])
+def test_stable_key_of_text_is_the_documented_hash(text):
+    assert stable_key(text) == python_object_key(text.encode("utf-8", "surrogatepass"), "str")
+    assert stable_key(text.encode("utf-8", "surrogatepass")) == python_object_key(
+        text.encode("utf-8", "surrogatepass"), "bytes")
+
+
+def test_stable_key_of_ints_tuples_and_arrays_is_the_documented_hash():
+    edges = [0, 1, -1, 127, 128, -128, -129, 2**15, 2**31 - 1, -2**31, 2**55, 2**56 - 1, 2**62, 2**63 - 1, -2**63,
+             -2**63 + 1, 2**63, 2**64 + 3, -2**70, 10**30]
+    for value in edges:
+        assert stable_key(value) == python_object_key(int_bytes(value), "int"), value
+    assert object_keys(edges).tolist() == [python_object_key(int_bytes(v), "int") for v in edges]
+    item_keys = [stable_key("x"), stable_key(3), stable_key((b"y",))]
+    assert stable_key(("x", 3, (b"y",))) == python_object_key(
+        b"".join(k.to_bytes(8, "little", signed=True) for k in item_keys), "tuple")
+    arr = np.array([[1, 2], [3, 4]], dtype=np.int32)
+    header = f"{arr.dtype.str}|{arr.shape}".encode()
+    assert stable_key(arr) == python_object_key(len(header).to_bytes(8, "little") + header + arr.tobytes(), "array")
+
+
+def test_column_keys_equal_single_keys():
+    column = ["a", "bb", 7, -2**63, (1, "a"), b"x", "a", np.int64(7), True, np.str_("s"), "long " * 40]
+    assert KeyHasher().keys(column).tolist() == [stable_key(v) for v in column]
+    numbers = np.array([3, -1, 3, 2**40], dtype=np.int64)
+    assert KeyHasher().keys(numbers).tolist() == [stable_key(int(v)) for v in numbers]
+    big = np.array([2**63 + 1, 5], dtype=np.uint64)
+    assert KeyHasher().keys(big).tolist() == [stable_key(2**63 + 1), stable_key(5)]
+    texts = np.array(["a", "b", "a"])
+    assert KeyHasher().keys(texts).tolist() == [stable_key("a"), stable_key("b"), stable_key("a")]
 
 
 def test_stable_key_same_in_another_process():
@@ -95,7 +138,7 @@ def test_stable_key_rejects_unsupported(bad):
 def test_key_hasher_reports_collisions():
     hasher = KeyHasher(hash_fn=lambda obj: 42)  # every object collides
     keys = hasher.keys(["a", "a", "b", np.array([1])])
-    assert keys == [42] * 4
+    assert keys.tolist() == [42] * 4
     assert [c[1:] for c in hasher.collisions[:1]] == [("a", "b")]
     assert len(hasher.collisions) == 2  # "b" and the array both collide with "a"
 
@@ -108,3 +151,88 @@ def test_key_hasher_equal_objects_are_not_collisions():
     hasher = KeyHasher()
     hasher.keys([1, np.int64(1), "x", "".join(["x"]), (1, 2), (np.int64(1), 2)])
     assert hasher.collisions == []
+
+
+# ------------------------------------------------------------------------------------------------ forced collisions
+# colliding_token_rows (benchmarks/synthetic.py) forces them with a generalised birthday search.
+
+def test_different_token_rows_can_share_a_key():
+    rows = colliding_token_rows()
+    assert len(rows) > 20 and torch.unique(rows, dim=0).shape[0] == len(rows)
+    keys = hash_token_rows(rows)
+    assert (keys == keys[0]).all()
+    count, pairs = token_row_collisions(rows, keys)
+    assert count == 1 and len(pairs) == 1 and not torch.equal(rows[pairs[0][0]], rows[pairs[0][1]])
+    assert token_row_collisions(rows[:1].repeat(5, 1), keys[:1].repeat(5))[0] == 0  # equal rows are no collision
+    # the check compares rows, whatever the keys: two keys, each given to two different rows (repeated)
+    mixed = torch.cat([rows[:2], rows[:2], rows[2:4], rows[5:6]])
+    assert token_row_collisions(mixed, torch.tensor([7, 7, 7, 7, -3, -3, 5]))[0] == 2
+
+
+def test_from_tensors_reports_colliding_token_rows():
+    rows = colliding_token_rows()[:6]
+    n = 3
+    zeros, flags = torch.zeros(n, dtype=torch.int64), torch.zeros(n, dtype=torch.bool)
+    args = dict(group=zeros, traj=torch.arange(n), step=zeros, state=rows[:3], next_state=rows[3:],
+                success=flags, valid=~flags, episode_reward=zeros.double(), reward=zeros.double())
+    with pytest.warns(KeyCollisionWarning, match=r"1 64-bit key\(s\) shared .*e\.g\. (next_)?state row \d and "):
+        batch = StepBatch.from_tensors(**args)
+    assert len(batch.collisions) == 1
+    key, a, b = batch.collisions[0]
+    assert key == int(batch.state[0]) and a != b and {len(a), len(b)} == {16}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        StepBatch.from_tensors(**args, check_collisions=False)
+        # equal rows (and rows equal up to padding) are not collisions; lengths count
+        same = torch.tensor([[1, 2, 3, 9], [1, 2, 3, 0], [1, 2, 3, 0]])
+        b = StepBatch.from_tensors(**{**args, "state": same, "next_state": same},
+                                   state_lengths=torch.tensor([3, 3, 4]), next_state_lengths=torch.tensor([3, 3, 4]))
+    assert b.collisions == () and b.state[0] == b.state[1] != b.state[2]
+
+
+# ------------------------------------------------------------------------------------------------ hash quality
+# (torch only: they ran in tests/test_kernels.py before and were skipped wherever Triton was missing)
+
+def test_hash_quality_million_rows_no_collisions():
+    """1e6 distinct rows -> 1e6 distinct keys (expected collisions at 64 bits: ~3e-8)."""
+    n, width = 1_000_000, 8
+    g = torch.Generator().manual_seed(1)
+    tokens = torch.randint(0, 50_000, (n, width), generator=g)
+    idx = torch.arange(n)
+    tokens[:, 0], tokens[:, 1] = idx // 50_000, idx % 50_000  # rows distinct by construction
+    keys = hash_token_rows(tokens)
+    assert torch.unique(keys).numel() == n
+    # near-identical rows: same tokens, lengths 0..width
+    lengths = torch.arange(width + 1)
+    same = hash_token_rows(tokens[:1].expand(width + 1, width).contiguous(), lengths)
+    assert torch.unique(same).numel() == width + 1
+
+
+def _popcount64(x: torch.Tensor) -> torch.Tensor:
+    bits = torch.zeros_like(x)
+    for shift in range(64):
+        bits += (x >> shift) & 1
+    return bits
+
+
+def test_hash_quality_avalanche():
+    """Changing one token flips each key bit with probability ~1/2 (mean ~32 of 64, per bit ~0.5)."""
+    n, width = 20_000, 16
+    g = torch.Generator().manual_seed(2)
+    tokens = torch.randint(0, 50_000, (n, width), generator=g)
+    changed = tokens.clone()
+    col = torch.randint(0, width, (n,), generator=g)
+    rows = torch.arange(n)
+    changed[rows, col] ^= 1 << torch.randint(0, 16, (n,), generator=g)  # flip one bit of one token
+    diff = hash_token_rows(tokens) ^ hash_token_rows(changed)
+    flips = _popcount64(diff).double()
+    assert abs(flips.mean().item() - 32.0) < 0.3
+    assert flips.min().item() >= 10  # no weak pairs
+    per_bit = torch.stack([((diff >> b) & 1).double().mean() for b in range(64)])
+    assert per_bit.min().item() > 0.47 and per_bit.max().item() < 0.53
+    # swapping two positions changes the key as much as changing a token
+    swapped = tokens.clone()
+    swapped[:, 0], swapped[:, 1] = tokens[:, 1], tokens[:, 0]
+    distinct = tokens[:, 0] != tokens[:, 1]
+    sdiff = _popcount64(hash_token_rows(tokens) ^ hash_token_rows(swapped))[distinct].double()
+    assert abs(sdiff.mean().item() - 32.0) < 0.3

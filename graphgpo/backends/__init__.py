@@ -15,6 +15,12 @@ from types import ModuleType
 
 import torch
 
+TRITON_BY_DEFAULT = False
+"""Whether ``auto`` picks Triton for CUDA tensors (and ``StepBatch.from_tensors`` hashes token rows with the
+Triton kernel). False until ``benchmarks/gpu_check.py`` has passed on a GPU and its table is in
+benchmarks/RESULTS.md: the kernels have only run under Triton's CPU interpreter. Flip this one line then;
+until then ``backend="triton"`` is opt-in."""
+
 BACKENDS = ("reference", "torch", "triton", "cugraph")
 """All backend names, in order of preference for nothing in particular (``auto`` has its own rule)."""
 
@@ -73,15 +79,21 @@ def available_backends(device=None) -> list[str]:
     return [name for name in BACKENDS if unavailable_reason(name, device) is None]
 
 
+def triton_by_default(device) -> bool:
+    """Whether work on ``device`` goes to the Triton kernels without being asked (see ``TRITON_BY_DEFAULT``)."""
+    return TRITON_BY_DEFAULT and _is_cuda(device) and unavailable_reason("triton", device) is None
+
+
 def resolve_backend(name: str, device=None) -> str:
     """Turn ``"auto"`` into a concrete name and check that the backend can run on ``device``.
 
-    ``auto``: Triton for CUDA tensors when Triton and CUDA are usable, else the vectorised torch backend
-    (never the Triton interpreter). An explicit "triton" also runs CPU tensors when TRITON_INTERPRET=1.
-    Raises ValueError for an unknown name and RuntimeError for a known backend that cannot run here.
+    ``auto``: the vectorised torch backend (CPU or CUDA); Triton for CUDA tensors once ``TRITON_BY_DEFAULT``
+    is flipped (never the Triton interpreter). An explicit "triton" also runs CPU tensors when
+    TRITON_INTERPRET=1. Raises ValueError for an unknown name and RuntimeError for a known backend that
+    cannot run here.
     """
     if name == "auto":
-        return "triton" if _is_cuda(device) and unavailable_reason("triton", device) is None else "torch"
+        return "triton" if triton_by_default(device) else "torch"
     reason = unavailable_reason(name, device)
     if reason is not None:
         raise RuntimeError(reason)

@@ -60,10 +60,9 @@ def cugraph_distances(graph: StepGraph, csr) -> torch.Tensor:
     weighted = csr.cost is not None
     if weighted:
         weight = csr.cost
-    sinks = (graph.num_state_nodes + torch.nonzero(graph.has_success).flatten()).to(torch.int32)
-    dist = torch.full((num_nodes,), math.inf, dtype=F64, device=device)
-    if sinks.numel() == 0:
-        return dist
+    # Every group's sink is a source (selecting the successful ones would read them back to the host); a failed
+    # group's sink has no edges, so it reaches nothing, and its own 0 is reset to inf below.
+    sinks = torch.arange(graph.num_state_nodes, num_nodes, dtype=torch.int32, device=device)
     total = num_nodes
     if weighted:  # super-source at id num_nodes, 0-cost edges to every sink
         total = num_nodes + 1
@@ -97,8 +96,8 @@ def cugraph_distances(graph: StepGraph, csr) -> torch.Tensor:
         d = torch.from_dlpack(d)
         unreached = d >= torch.iinfo(d.dtype).max
         d = torch.where(unreached, math.inf, d.to(F64))
-    keep = vert < num_nodes  # drop the super-source
-    dist[vert[keep]] = d[keep]
+    dist = torch.full((total,), math.inf, dtype=F64, device=device).index_copy_(0, vert, d)[:num_nodes]
+    dist[graph.num_state_nodes:] = torch.where(graph.has_success, dist[graph.num_state_nodes:], math.inf)
     return dist
 
 
@@ -111,9 +110,10 @@ def distances(graph: StepGraph) -> tuple[torch.Tensor, int]:
 STAGES = replace(torch_backend.STAGES, name="cugraph", distances=distances)
 
 
-def compute(batch, method: str, config, inputs: pipeline.GraphInputs | None = None) -> AdvantageOutput:
+def compute(batch, method: str, config, inputs: pipeline.GraphInputs | None = None, *,
+            stats: bool = True) -> AdvantageOutput:
     """Advantages of ``method`` for every row of ``batch`` (CUDA tensors), distances from pylibcugraph."""
     if batch.num_rows:
         _check_cuda(batch)
         _load()
-    return pipeline.run(batch, method, config, STAGES, inputs)
+    return pipeline.run(batch, method, config, STAGES, inputs, stats=stats)

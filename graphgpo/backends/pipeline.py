@@ -25,6 +25,8 @@ from typing import Callable
 
 import torch
 
+from graphgpo.backends import host_sync
+from graphgpo.backends.cpu_threads import cpu_threads
 from graphgpo.backends.torch_graph import StepGraph, dense_pairs, is_success_step, segment_counts
 from graphgpo.output import AdvantageOutput
 
@@ -153,10 +155,11 @@ def build_graph(batch, node_ids: Callable, inputs: GraphInputs | None = None) ->
 
 
 def step_groups(graph: StepGraph, batch, inputs: GraphInputs | None = None) -> tuple[torch.Tensor, int]:
-    """Dense step-group id per row in sorted (group id, key) order, and the number of ids.
+    """Dense step-group id per row in sorted (group id, key) order, and a bound on the number of ids.
 
     By default a step group is a (group, state node) pair: the state nodes are numbered in that order
-    already, so the ids are their ranks among the nodes that are some row's state.
+    already, so the ids are their ranks among the nodes that are some row's state, and the number of state
+    nodes bounds them (segment statistics allow empty segments; reading the exact count would be a sync).
     """
     if inputs is not None and inputs.step_key is not None:
         pair_group, step_group = dense_pairs(batch.group, inputs.step_key)
@@ -165,7 +168,7 @@ def step_groups(graph: StepGraph, batch, inputs: GraphInputs | None = None) -> t
     is_state = torch.zeros(graph.num_state_nodes, dtype=torch.int64, device=src.device)
     is_state.index_fill_(0, src, 1)
     rank = torch.cumsum(is_state, 0)
-    return rank.index_select(0, src) - 1, int(rank[-1]) if rank.numel() else 0
+    return rank.index_select(0, src) - 1, graph.num_state_nodes
 
 
 def graph_stats(graph: StepGraph, dist: torch.Tensor, num_unique_edges: int, step_group: torch.Tensor,
@@ -176,12 +179,12 @@ def graph_stats(graph: StepGraph, dist: torch.Tensor, num_unique_edges: int, ste
     state_in_success = graph.has_success.index_select(0, graph.node_group[:graph.num_state_nodes])
     unreachable = state_in_success & torch.isinf(dist[:graph.num_state_nodes])
     sizes = segment_counts(step_group, num_step_groups)
-    counts = torch.stack([
+    counts = host_sync.to_list(torch.stack([
         graph.has_success.sum(),
         (sizes.index_select(0, step_group) == 1).sum(),
         state_in_success.sum(),
         unreachable.sum(),
-    ]).tolist()  # the one host sync for all diagnostics
+    ]), "stats")  # the one host sync for all diagnostics
     num_sinks, singleton_rows, states_in_success, num_unreachable = counts
     return {
         "num_steps": n,
@@ -198,8 +201,18 @@ def graph_stats(graph: StepGraph, dist: torch.Tensor, num_unique_edges: int, ste
 
 # ------------------------------------------------------------------------------------------------ the pipeline
 
-def run(batch, method: str, config, stages: Stages, inputs: GraphInputs | None = None) -> AdvantageOutput:
-    """Advantages of ``method`` ("graphgpo", "gigpo", "grpo", "rloo") for every row of ``batch``."""
+def run(batch, method: str, config, stages: Stages, inputs: GraphInputs | None = None, *,
+        stats: bool = True) -> AdvantageOutput:
+    """Advantages of ``method`` ("graphgpo", "gigpo", "grpo", "rloo") for every row of ``batch``.
+
+    ``stats=False`` leaves ``AdvantageOutput.stats`` empty and skips what only the diagnostics need (one host
+    sync; the graph for GRPO / RLOO; the distances for GiGPO). CPU batches run on ``CPU_THREADS`` threads.
+    """
+    with cpu_threads(batch.device):
+        return _run(batch, method, config, stages, inputs, stats)
+
+
+def _run(batch, method: str, config, stages: Stages, inputs: GraphInputs | None, stats: bool) -> AdvantageOutput:
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}; got {method!r}")
     if batch.num_rows == 0:
@@ -207,14 +220,19 @@ def run(batch, method: str, config, stages: Stages, inputs: GraphInputs | None =
     if inputs is not None:
         inputs.check(batch)
 
-    # The graph is built for every method: the diagnostics describe the batch, not the method.
-    graph = build_graph(batch, stages.node_ids, inputs)
-    dist, num_unique_edges = stages.distances(graph)
-    step_group, num_step_groups = step_groups(graph, batch, inputs)
-    stats = graph_stats(graph, dist, num_unique_edges, step_group, num_step_groups)
-    out = dict(method=method, backend=stages.name, stats=stats)
+    step_method = method in ("graphgpo", "gigpo")
+    diagnostics = {}
+    if stats or step_method:
+        # The diagnostics describe the batch's graph, whatever the method.
+        graph = build_graph(batch, stages.node_ids, inputs)
+        step_group, num_step_groups = step_groups(graph, batch, inputs)
+        if stats or method == "graphgpo":
+            dist, num_unique_edges = stages.distances(graph)
+        if stats:
+            diagnostics = graph_stats(graph, dist, num_unique_edges, step_group, num_step_groups)
+    out = dict(method=method, backend=stages.name, stats=diagnostics)
 
-    if method not in ("graphgpo", "gigpo"):
+    if not step_method:
         value = stages.trajectory_values(batch, method, config)
         return AdvantageOutput(advantages=value.to(torch.float32),
                                step_advantages=torch.zeros(batch.num_rows, dtype=F64, device=batch.device),

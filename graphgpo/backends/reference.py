@@ -374,10 +374,11 @@ def graph_stats(groups: dict[int, list[Row]], graphs: dict[int, GroupGraph], unr
     }
 
 
-def compute(batch, method: str, config, inputs=None) -> AdvantageOutput:
+def compute(batch, method: str, config, inputs=None, *, stats: bool = True) -> AdvantageOutput:
     """Advantages of ``method`` ("graphgpo", "gigpo", "grpo", "rloo") for every row of ``batch``.
 
     ``inputs``: optional ``graphgpo.backends.pipeline.GraphInputs`` (graph keys, step keys, extra edges).
+    ``stats=False`` leaves ``stats`` empty, as the tensor backends do.
     """
     if method not in ("graphgpo", "gigpo", "grpo", "rloo"):
         raise ValueError(f"method must be one of 'graphgpo', 'gigpo', 'grpo', 'rloo'; got {method!r}")
@@ -440,7 +441,7 @@ def compute(batch, method: str, config, inputs=None) -> AdvantageOutput:
         d_state=f64(d_state) if d_state is not None else None,
         d_next=f64(d_next) if d_next is not None else None,
         step_group=torch.tensor(step_group, dtype=torch.int64, device=device) if step_group is not None else None,
-        stats=graph_stats(groups, graphs, unreachable, n),
+        stats=graph_stats(groups, graphs, unreachable, n) if stats else {},
         method=method,
         backend="reference",
     )

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from graphgpo.backends import pipeline
+from graphgpo.backends import host_sync, pipeline
 from graphgpo.backends.torch_graph import StepGraph, graph_distances, group_fill_unreachable, node_ids, segment_counts
 from graphgpo.output import AdvantageOutput
 
@@ -102,7 +102,7 @@ def discounted_returns(batch, gamma: float, invalid_penalty: float) -> torch.Ten
     remaining = torch.empty_like(batch.step)
     # rows after this one in its trajectory
     remaining.index_copy_(0, position, lengths.index_select(0, batch.traj) - 1 - batch.step)
-    longest = int(lengths.max()) if lengths.numel() else 0
+    longest = host_sync.to_int(lengths.max(), "discounted returns: longest trajectory") if lengths.numel() else 0
     shift, weight = 1, gamma
     while shift < longest:
         ahead = torch.zeros_like(scan)
@@ -196,6 +196,7 @@ STAGES = pipeline.Stages(
 """Every stage of the pipeline in PyTorch; the other tensor backends start from these."""
 
 
-def compute(batch, method: str, config, inputs: pipeline.GraphInputs | None = None) -> AdvantageOutput:
+def compute(batch, method: str, config, inputs: pipeline.GraphInputs | None = None, *,
+            stats: bool = True) -> AdvantageOutput:
     """Advantages of ``method`` ("graphgpo", "gigpo", "grpo", "rloo") for every row of ``batch``."""
-    return pipeline.run(batch, method, config, STAGES, inputs)
+    return pipeline.run(batch, method, config, STAGES, inputs, stats=stats)

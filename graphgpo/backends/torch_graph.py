@@ -17,11 +17,15 @@ frontier's edge count). The number of levels is at most the longest shortest pat
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from graphgpo.backends import host_sync
 
 F64 = torch.float64
 
@@ -30,9 +34,12 @@ NUMPY_SORT_MAX = 1 << 18
 CPU sort at these sizes, which matters for the dispatch-bound paper-sized batch); larger ones by torch,
 which is as fast there and scales better. CUDA tensors always use torch."""
 
-SWEEP_MAX_EDGES = 1 << 14
-"""Graphs with at most this many edges use dense Bellman-Ford sweeps: a few cheap ops per level beat the
-frontier's ~20 small ops per level. Larger graphs use the frontier, whose total work is linear in the edges."""
+SWEEP_MAX_EDGES = {"cpu": 1 << 13, "cpu-without-scipy": 1 << 15, "cuda": 1 << 14}
+"""Graphs with at most this many distinct edges use dense Bellman-Ford sweeps (a few cheap ops per level);
+larger ones scipy's Dijkstra (CPU, when scipy is installed) or the frontier search (linear total work).
+CPU limits from benchmarks/core_scaling.py's batches on one thread (ms, sweep / frontier / scipy): 4.0k edges
+0.7 / 6.1 / 0.6, 15.9k edges 3.4 / 11.2 / 2.0, 63k edges 55 / 36 / 30, 258k edges 275 / 95 / 101. The CUDA
+limit has not been measured on a GPU."""
 
 
 @dataclass(frozen=True)
@@ -93,21 +100,21 @@ def sorted_unique(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``torch.unique(values, return_inverse=True)`` for 1-D int64: sorted distinct values, and the index of
     each value among them."""
     if values.device.type != "cpu" or values.numel() > NUMPY_SORT_MAX:
-        return torch.unique(values, return_inverse=True)
+        return host_sync.unique(values, "unique: number of distinct values")
     order = argsort(values)
     ordered = values.index_select(0, order)
     first = torch.ones_like(ordered, dtype=torch.bool)
     first[1:] = ordered[1:] != ordered[:-1]
     inverse = torch.empty_like(order)
     inverse.index_copy_(0, order, torch.cumsum(first, 0) - 1)
-    return ordered[first], inverse
+    return host_sync.compress(ordered, first, "unique: number of distinct values"), inverse
 
 
 def segment_counts(index: torch.Tensor, size: int) -> torch.Tensor:
     """int64 [size]: how often each id occurs in ``index`` (ids < size). ``torch.bincount`` on CPU (fastest
     there); on CUDA a scatter-add, because CUDA's bincount reads the largest id back to the host."""
     if index.device.type == "cpu":
-        return torch.bincount(index, minlength=size)
+        return torch.bincount(index, minlength=size)  # no sync: CPU only
     return torch.zeros(size, dtype=torch.int64, device=index.device).index_add_(0, index, torch.ones_like(index))
 
 
@@ -158,7 +165,7 @@ def node_ids(batch, to_success: torch.Tensor, state_key: torch.Tensor, next_key:
     has_follower = follower >= 0
     follower = follower.clamp(min=0)
     chained = has_follower & (next_key == state_key.index_select(0, follower))
-    own = torch.nonzero(~(chained | to_success)).squeeze(1)  # host sync: the number of extra keys
+    own = host_sync.nonzero(~(chained | to_success), "node ids: next_states with a key of their own")
     keys = [state_key, next_key.index_select(0, own)]
     groups = [batch.group, batch.group.index_select(0, own)]
     if extra_key is not None:
@@ -179,7 +186,7 @@ def reverse_csr(graph: StepGraph) -> ReverseCSR:
     key = key.index_select(0, order)
     first = torch.ones_like(key, dtype=torch.bool)
     first[1:] = key[1:] != key[:-1]
-    unique_key = key[first]  # host sync: the number of distinct edges
+    unique_key = host_sync.compress(key, first, "reverse CSR: number of distinct edges")
     src = unique_key % num_nodes
     dst = torch.div(unique_key, num_nodes, rounding_mode="floor")
     cost = None
@@ -188,7 +195,7 @@ def reverse_csr(graph: StepGraph) -> ReverseCSR:
         cost = torch.full((unique_key.numel(),), math.inf, dtype=F64, device=key.device).scatter_reduce_(
             0, edge, graph.cost.index_select(0, order), "amin")
     indptr = torch.zeros(num_nodes + 1, dtype=torch.int64, device=key.device)
-    indptr[1:] = torch.cumsum(torch.bincount(dst, minlength=num_nodes), 0)
+    indptr[1:] = torch.cumsum(segment_counts(dst, num_nodes), 0)
     return ReverseCSR(indptr, src, dst, cost, unique_key.numel())
 
 
@@ -212,14 +219,14 @@ def sweep_distances(graph: StepGraph, csr: ReverseCSR | None = None) -> torch.Te
     cost = edges.cost if edges.cost is not None else 1.0
     while True:
         relaxed = dist.scatter_reduce(0, edges.src, dist.index_select(0, edges.dst) + cost, "amin")
-        if torch.equal(relaxed, dist):  # host sync, once per level
+        if not host_sync.differ(relaxed, dist, "sweep: any distance changed"):
             return dist
         dist = relaxed
 
 
 def _expand_segments(starts: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     """Concatenation of ranges starts[i] .. starts[i]+counts[i]-1, without a Python loop."""
-    total = int(counts.sum())  # host sync: the size of the next frontier's edge list
+    total = host_sync.to_int(counts.sum(), "frontier: number of in-edges to expand")
     offsets = torch.cumsum(counts, 0) - counts
     shift = torch.repeat_interleave(starts - offsets, counts, output_size=total)
     return shift + torch.arange(total, device=starts.device)
@@ -229,7 +236,7 @@ def _dedupe(nodes: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
     """``nodes`` without repeats, in O(len) using the scratch buffer ``owner`` [num_nodes] (no sort)."""
     position = torch.arange(nodes.numel(), device=nodes.device)
     owner.index_copy_(0, nodes, position)  # with repeats one arbitrary writer wins; exactly that copy is kept
-    return nodes[owner.index_select(0, nodes) == position]
+    return host_sync.compress(nodes, owner.index_select(0, nodes) == position, "frontier: dedupe")
 
 
 def frontier_distances(graph: StepGraph, csr: ReverseCSR) -> torch.Tensor:
@@ -252,21 +259,59 @@ def frontier_distances(graph: StepGraph, csr: ReverseCSR) -> torch.Tensor:
         tails = csr.src.index_select(0, edges)
         if csr.cost is None:
             level += 1
-            tails = tails[torch.isinf(dist.index_select(0, tails))]
+            tails = host_sync.compress(tails, torch.isinf(dist.index_select(0, tails)), "frontier: newly reached")
             dist.index_fill_(0, tails, float(level))
         else:
             before = dist.index_select(0, tails)
             relaxed = dist.index_select(0, csr.dst.index_select(0, edges)) + csr.cost.index_select(0, edges)
             dist.scatter_reduce_(0, tails, relaxed, "amin")
-            tails = tails[dist.index_select(0, tails) < before]
+            tails = host_sync.compress(tails, dist.index_select(0, tails) < before, "frontier: improved")
         frontier = _dedupe(tails, owner)
     return dist
 
 
-def shortest_distances(graph: StepGraph, csr: ReverseCSR) -> torch.Tensor:
+def scipy_distances(graph: StepGraph, csr: ReverseCSR) -> torch.Tensor:
+    """Shortest distances to SUCCESS by scipy's multi-source Dijkstra on the reversed graph (CPU).
+
+    ``csr`` is already the reversed graph in CSR form (row v: the tails of the edges into v), so scipy gets it
+    without a copy. Dijkstra accumulates d(v) + cost from the sources outwards, the reference's order, so
+    weighted distances agree bit for bit.
+    """
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import dijkstra
+
+    n = graph.num_nodes
+    unit = csr.cost is None
+    weights = np.ones(csr.num_unique_edges) if unit else csr.cost.numpy()
+    reverse = csr_matrix((weights, csr.src.numpy(), csr.indptr.numpy()), shape=(n, n))
+    sinks = graph.num_state_nodes + np.flatnonzero(graph.has_success.numpy())  # no sync: CPU only
+    if sinks.size == 0:
+        return torch.full((n,), math.inf, dtype=F64)
+    return torch.from_numpy(dijkstra(reverse, indices=sinks, min_only=True, unweighted=unit))
+
+
+@functools.cache
+def _has_scipy() -> bool:
+    return importlib.util.find_spec("scipy") is not None
+
+
+def distance_method(csr: ReverseCSR) -> str:
+    """"sweep", "scipy" or "frontier" for this graph's size and device (limits: ``SWEEP_MAX_EDGES``)."""
+    edges = csr.num_unique_edges
+    if csr.src.device.type != "cpu":
+        return "sweep" if edges <= SWEEP_MAX_EDGES["cuda"] else "frontier"
+    if _has_scipy():
+        return "sweep" if edges <= SWEEP_MAX_EDGES["cpu"] else "scipy"
+    return "sweep" if edges <= SWEEP_MAX_EDGES["cpu-without-scipy"] else "frontier"
+
+
+def shortest_distances(graph: StepGraph, csr: ReverseCSR, method: str | None = None) -> torch.Tensor:
     """float64 [num_nodes]: distance to the group's SUCCESS sink (inf where unreachable or no success)."""
-    if csr.num_unique_edges <= SWEEP_MAX_EDGES:
+    method = method or distance_method(csr)
+    if method == "sweep":
         return sweep_distances(graph, csr)
+    if method == "scipy":
+        return scipy_distances(graph, csr)
     return frontier_distances(graph, csr)
 
 

@@ -45,8 +45,8 @@ def distances(graph):
     """The distance stage: distinct edges in reverse-CSR order, then a multi-source frontier search from
     the sinks (inf where unreachable; every node of a group without success is inf)."""
     edge_src, _, rowptr, _, edge_cost = dedup.unique_edges(graph.src, graph.dst, graph.num_nodes, graph.cost)
-    sinks = graph.num_state_nodes + torch.nonzero(graph.has_success).flatten()
-    return frontier.reverse_distances(rowptr, edge_src, sinks, edge_cost), edge_src.numel()
+    sinks = torch.arange(graph.num_state_nodes, graph.num_nodes, device=graph.src.device)
+    return frontier.reverse_distances(rowptr, edge_src, sinks, edge_cost, active=graph.has_success), edge_src.numel()
 
 
 def graph_returns(graph, dist, batch, config):
@@ -69,8 +69,9 @@ STAGES = replace(torch_backend.STAGES, name="triton", node_ids=node_ids, distanc
                  graph_returns=graph_returns, discounted_returns=discounted_returns, advantages=advantages)
 
 
-def compute(batch, method: str, config, inputs: pipeline.GraphInputs | None = None) -> AdvantageOutput:
+def compute(batch, method: str, config, inputs: pipeline.GraphInputs | None = None, *,
+            stats: bool = True) -> AdvantageOutput:
     """Advantages of ``method`` ("graphgpo", "gigpo", "grpo", "rloo") for every row of ``batch``."""
     if batch.num_rows:
         check_device(batch.group)
-    return pipeline.run(batch, method, config, STAGES, inputs)
+    return pipeline.run(batch, method, config, STAGES, inputs, stats=stats)

@@ -81,7 +81,8 @@ except ImportError as err:  # pragma: no cover - exercised only without verl
     raise ImportError("graphgpo.integrations.verl needs verl: pip install 'graphgpo[verl]'") from err
 
 from graphgpo.api import compute_advantages
-from graphgpo.batch import KeyCollisionWarning, StepBatch, bool_column, float_column, int_column
+from graphgpo.batch import KeyCollisionWarning, StepBatch
+from graphgpo.columns import bool_column, float_column, int_column
 from graphgpo.hashing import KeyHasher
 from graphgpo.output import AdvantageOutput
 
@@ -231,8 +232,9 @@ def _int_tensor(values, key: str, n: int, device) -> torch.Tensor:
 def _float_tensor(values, key: str, n: int, device) -> torch.Tensor:
     _check_rows(values, key, n)
     if isinstance(values, torch.Tensor):
-        if values.dim() != 1:
-            raise ValueError(f"key {key!r}: expected one number per row, got shape {tuple(values.shape)}")
+        if values.dim() != 1 or values.dtype == torch.bool:
+            raise ValueError(f"key {key!r}: expected one number per row (float or int, not bool), got "
+                             f"{values.dtype} {tuple(values.shape)}")
         return values.to(device=device, dtype=torch.float64)
     return torch.from_numpy(float_column(values, f"key {key!r}")).to(device)
 
@@ -245,8 +247,8 @@ def _bool_tensor(values, key: str, n: int, device) -> torch.Tensor:
             row = int(((t != 0) & (t != 1)).nonzero()[0, 0])
             raise ValueError(f"row {row}: key {key!r} must be a bool (or 0/1), got {t[row].item()!r}")
         return t.to(torch.bool)
-    # verl-agent batches may carry the flag as 0.0/1.0 floats: accepted here (not in from_records).
-    return torch.from_numpy(bool_column(values, f"key {key!r}", accept_float=True).copy()).to(device)
+    # verl-agent batches may carry the flag as 0.0/1.0 floats (accepted everywhere: graphgpo.columns)
+    return torch.from_numpy(bool_column(values, f"key {key!r}").copy()).to(device)
 
 
 def _state_tensor(values, key: str, n: int, device, hasher: KeyHasher) -> torch.Tensor:

