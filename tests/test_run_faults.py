@@ -193,12 +193,18 @@ def test_failed_start_leaves_no_run_directory(tmp_path, capsys):
     assert "not a writable directory" in err
 
 
-def test_missing_train_extra_says_which_extra(tmp_path, monkeypatch, capsys):
+def test_missing_train_extra_says_which_extra(finished, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "tokenizers", None)  # as on an install without the train extra
     code, err = cli(["train", "--output-dir", str(tmp_path / "x"), *TINY], capsys)
     assert_one_line_error(code, err, "train")
     assert "'tokenizers' package of the 'train' extra" in err and "pip install" in err
     assert not (tmp_path / "x").exists()
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    for argv in (["eval", str(finished[0])], ["viz", str(finished[0]), "--out", str(tmp_path / "v")],
+                 ["diagnose", str(finished[0]), "--tasks", "1"]):
+        code, err = cli(argv, capsys)
+        assert_one_line_error(code, err, argv[0])
+        assert "'transformers' package of the 'train' extra" in err
 
 
 # ---------------------------------------------------------------------------------------------- resume rules
