@@ -247,6 +247,7 @@ def test_run_directory_states_resolved_config_versions_and_commit(finished):
     lines = printed.splitlines()
     assert lines[0].startswith(f"run directory: {run}")
     assert any(line.startswith("iteration 3/3: succ") for line in lines)  # progress bar off: one line per N
+    assert lines[-1] == f"run directory: {run}"
     assert not (run / "metrics.jsonl").read_text().count("NaN")
 
 
@@ -316,3 +317,12 @@ def test_python_api_resume_with_a_fresh_config_as_the_benchmarks_do(finished, tm
     summary = train(load_config(None, [*TINY, "num_iterations=4", f"output_dir={run}"]), resume=True)
     assert summary["iterations"] == 4
     assert read_metrics(run)[3]["learning_rate"] == pytest.approx(0.003 / 4)
+
+
+def test_default_run_directory_is_named_at_start_and_end(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", *TINY, "num_iterations=1", "random_baseline=false", "tensorboard=false"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    (run,) = (tmp_path / "runs").iterdir()
+    assert run.name.startswith("sokoban-graphgpo-seed0-")
+    assert lines[0] == f"run directory: runs/{run.name}" and lines[-1] == f"run directory: runs/{run.name}"
