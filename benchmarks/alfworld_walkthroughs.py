@@ -26,7 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from graphgpo.envs.alfworld import ALFWORLD_SPLITS, ALFWORLD_TASK_TYPES, alfworld_task_type, find_games  # noqa: E402
+from graphgpo.envs.alfworld import (ALFWORLD_SPLITS, ALFWORLD_TASK_TYPES, DATA_VERSION,  # noqa: E402
+                                    alfworld_task_type, find_games)
 
 _ENVS: dict = {}
 
@@ -44,7 +45,8 @@ def check_game(job: tuple[str, int, str | None]) -> dict:
     split, index, data_dir = job
     env = _env_for(split, data_dir)
     path = env.game_for_seed(index)
-    out = {"split": split, "index": index, "gamefile": path, "task_type": alfworld_task_type(path)}
+    out = {"split": split, "index": index, "gamefile": path[path.index(DATA_VERSION):],
+           "task_type": alfworld_task_type(path)}
     started = time.perf_counter()
     _, info = env.reset(seed=index)
     out["reset_s"] = time.perf_counter() - started

@@ -11,14 +11,27 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import torch
 
 from graphgpo.batch import StepBatch
+from graphgpo.hashing import GOLDEN, MIX_MUL1, MIX_MUL2, POS_SEED
 
 # Odd 64-bit multiplier (golden ratio, as signed int64): spreads small state ids over the int64 range like
 # real hashed keys, so benchmarks do not sort suspiciously small integers.
 _SPREAD = 0x9E3779B97F4A7C15 - (1 << 64)
 _MOVES = (-1, 0, 1, 1, 2)
+
+METHOD_CASES = [
+    ("graphgpo", {}),
+    ("graphgpo", {"graph_return": "paper", "episode_stats": "per_trajectory", "omega": 0.8}),
+    ("graphgpo", {"graph_return": "progress", "normalize": "mean", "step_weight": 0.5}),
+    ("gigpo", {}),
+    ("gigpo", {"gamma": 0.9, "episode_stats": "per_trajectory", "normalize": "mean"}),
+    ("grpo", {}),
+    ("rloo", {}),
+]
+"""(method, options) covering every method and option branch once: the cases backends are compared on."""
 
 
 def synthetic_columns(num_groups: int, group_size: int, horizon: int, num_states: int, seed: int = 0,
@@ -134,3 +147,47 @@ def mdp_records(num_tasks: int, group_size: int = 8, *, num_states: int = 200, n
                                 "episode_reward": 10.0 if success else 0.0,
                                 "reward": 10.0 if success and t == len(steps) - 1 else 0.0})
     return records
+
+
+# ------------------------------------------------------------------------------------------------ forced collisions
+
+def _term(position: int, tokens: np.ndarray) -> np.ndarray:
+    """mix(t * GOLDEN + mix(position + POS_SEED)) on uint64 lanes (numpy, independent of the torch code)."""
+    def mix(z):
+        z = z ^ (z >> np.uint64(30))
+        z = z * np.uint64(MIX_MUL1)
+        z = z ^ (z >> np.uint64(27))
+        z = z * np.uint64(MIX_MUL2)
+        return z ^ (z >> np.uint64(31))
+
+    return mix(tokens * np.uint64(GOLDEN) + mix(np.uint64(position) + np.uint64(POS_SEED)))
+
+
+def _merge(xa, ia, xb, ib, bits):
+    """All pairs of the two lists whose sums are 0 on the low ``bits`` bits: (sums, token choices)."""
+    low = np.uint64((1 << bits) - 1) if bits < 64 else np.uint64((1 << 64) - 1)
+    need = (np.uint64(0) - xa) & low
+    order = np.argsort(xb & low, kind="stable")
+    keys = (xb & low)[order]
+    start, stop = np.searchsorted(keys, need, "left"), np.searchsorted(keys, need, "right")
+    count = stop - start
+    a = np.repeat(np.arange(len(xa)), count)
+    b = order[np.repeat(start - np.cumsum(count) + count, count) + np.arange(count.sum())]
+    return xa[a] + xb[b], np.concatenate([ia[a], ib[b]], axis=1)
+
+
+def colliding_token_rows() -> torch.Tensor:
+    """Distinct 16-token rows with one 64-bit key, by Wagner's generalised birthday search.
+
+    The token-row hash sums one word per position, so the key of a row equals the all-zeros row's key when
+    the words' differences to it sum to 0 mod 2**64: 16 lists of 2**14 differences, merged pairwise while
+    zeroing 14, 28, 42 and then all 64 low bits (~70 solutions in well under a second).
+    """
+    candidates = np.arange(1, (1 << 14) + 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        lists = [(_term(i, candidates) - _term(i, np.zeros(1, dtype=np.uint64)), candidates[:, None].astype(np.int64))
+                 for i in range(16)]
+        for bits in (14, 28, 42, 64):
+            lists = [_merge(*lists[j], *lists[j + 1], bits) for j in range(0, len(lists), 2)]
+    _, choices = lists[0]
+    return torch.cat([torch.zeros(1, 16, dtype=torch.int64), torch.from_numpy(choices)])

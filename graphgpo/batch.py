@@ -9,6 +9,7 @@ are constant within it, rewards and costs are finite and costs are positive.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import operator
 import warnings
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from .backends import host_sync
+from .backends.cpu_threads import cpu_threads
 from .columns import as_column, bool_column, dense_ids, float_column, gc_paused, int_column, state_column
 from .hashing import KeyHasher, check_token_rows, hash_token_rows, token_row_collisions
 
@@ -29,6 +31,16 @@ __all__ = ["StepBatch", "REQUIRED_FIELDS", "KeyCollisionWarning", "int_column", 
 REQUIRED_FIELDS = ("group", "traj", "step", "state", "next_state", "success", "valid",
                    "episode_reward", "reward")
 _COLUMNS = REQUIRED_FIELDS + ("cost",)
+
+
+def _threads_of_group_device(build):
+    """Run a tensor constructor on ``CPU_THREADS`` threads when its ``group`` column is on the CPU."""
+    @functools.wraps(build)
+    def wrapper(cls, group, *args, **kwargs):
+        with cpu_threads(group.device if isinstance(group, torch.Tensor) else "cpu"):
+            return build(cls, group, *args, **kwargs)
+
+    return wrapper
 
 
 class KeyCollisionWarning(UserWarning):
@@ -120,19 +132,19 @@ class StepBatch:
             return cls.empty(device=device)
         has_cost = isinstance(records[0], Mapping) and "cost" in records[0]
         names = _COLUMNS if has_cost else REQUIRED_FIELDS
-        getter = itemgetter(*names)
-        with gc_paused():  # linear time: see graphgpo.columns.gc_paused
+        # One pass per field (map(itemgetter)) builds no per-row tuples: linear time, and with the cyclic
+        # garbage collector paused it does not rescan the records (graphgpo.columns.gc_paused).
+        with gc_paused():
             try:
-                rows = list(map(getter, records))
+                columns = {name: list(map(itemgetter(name), records)) for name in names}
             except (KeyError, TypeError):
                 _raise_missing_field(records, names)
             if not has_cost and any(map(operator.contains, records, itertools.repeat("cost"))):
                 row = next(i for i, r in enumerate(records) if "cost" in r)
                 raise ValueError(f"row {row}: field 'cost' is given here but not in row 0; give cost on every row "
                                  "or on none")
-            columns = dict(zip(names, zip(*rows)))
-            del rows
-            return cls._from_host_columns(columns, device, hasher)
+            with cpu_threads(device):
+                return cls._from_host_columns(columns, device, hasher)
 
     @classmethod
     def from_columns(cls, columns: Mapping[str, Any], *, device: str | torch.device = "cpu",
@@ -155,7 +167,8 @@ class StepBatch:
                 raise ValueError(f"mismatched column lengths: field '{name}' has {length} rows, 'group' has {n}")
         if n == 0:
             return cls.empty(device=device)
-        return cls._from_host_columns(converted, device, hasher)
+        with cpu_threads(device):
+            return cls._from_host_columns(converted, device, hasher)
 
     @classmethod
     def _from_host_columns(cls, cols: Mapping[str, Any], device, hasher: KeyHasher | None) -> "StepBatch":
@@ -185,6 +198,7 @@ class StepBatch:
         return batch
 
     @classmethod
+    @_threads_of_group_device
     def from_tensors(cls, group, traj, step, state, next_state, success, valid, episode_reward, reward,
                      cost=None, *, state_lengths=None, state_mask=None, next_state_lengths=None,
                      next_state_mask=None, validate: bool = True, check_collisions: bool = True) -> "StepBatch":
@@ -298,8 +312,10 @@ def _token_row_collisions(token_rows: dict, keys: dict) -> tuple:
         if rows_mask is None:
             lengths = rows_lengths if rows_lengths is not None else torch.full((n,), w, device=rows.device)
             rows_mask = torch.arange(w, device=rows.device).unsqueeze(0) < lengths.unsqueeze(1)
-        tokens.append(torch.nn.functional.pad(rows.to(torch.int64), (0, width - w)))
+        tokens.append(torch.nn.functional.pad(rows, (0, width - w)))
         masks.append(torch.nn.functional.pad(rows_mask, (0, width - w)))
+    if len({t.dtype for t in tokens}) > 1:
+        tokens = [t.to(torch.int64) for t in tokens]
     tokens, masks = torch.cat(tokens), torch.cat(masks)
     all_keys = torch.cat([keys[name] for name in names])
     count, pairs = token_row_collisions(tokens, all_keys, mask=masks)
@@ -374,8 +390,8 @@ def _validate(b: StepBatch, flags: Mapping[str, torch.Tensor] | None = None) -> 
         changed[1:] = same_traj & (col[1:] != col[:-1])
         sorted_checks[f"varying_{name}"] = changed
 
-    found = torch.stack([f.any() for f in list(checks.values()) + list(sorted_checks.values())])
-    if host_sync.to_int(found.any(), "batch validation") == 0:  # the one host sync on the happy path
+    found = torch.cat(list(checks.values()) + list(sorted_checks.values())).any()  # few ops: small batches too
+    if host_sync.to_int(found, "batch validation") == 0:  # the one host sync on the happy path
         return
     _raise_first_problem(b, checks, sorted_checks, order, flags or {})
 

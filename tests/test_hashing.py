@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.synthetic import colliding_token_rows
 from graphgpo.batch import KeyCollisionWarning, StepBatch
-from graphgpo.hashing import (GOLDEN, LEN_SEED, MIX_MUL1, MIX_MUL2, POS_SEED, TYPE_SEEDS, KeyHasher, hash_token_rows,
-                              mix64_int, object_keys, stable_key, to_signed64, token_row_collisions)
+from graphgpo.hashing import (GOLDEN, LEN_SEED, POS_SEED, TYPE_SEEDS, KeyHasher, hash_token_rows, mix64_int, object_keys,
+                              stable_key, to_signed64, token_row_collisions)
 
 MASK = (1 << 64) - 1
 
@@ -153,48 +154,7 @@ def test_key_hasher_equal_objects_are_not_collisions():
 
 
 # ------------------------------------------------------------------------------------------------ forced collisions
-
-def _term(position: int, tokens: np.ndarray) -> np.ndarray:
-    """mix(t * GOLDEN + mix(position + POS_SEED)) on uint64 lanes (numpy, independent of the torch code)."""
-    def mix(z):
-        z = z ^ (z >> np.uint64(30))
-        z = z * np.uint64(MIX_MUL1)
-        z = z ^ (z >> np.uint64(27))
-        z = z * np.uint64(MIX_MUL2)
-        return z ^ (z >> np.uint64(31))
-
-    return mix(tokens * np.uint64(GOLDEN) + mix(np.uint64(position) + np.uint64(POS_SEED)))
-
-
-def _merge(xa, ia, xb, ib, bits):
-    """All pairs of the two lists whose sums are 0 on the low ``bits`` bits: (sums, token choices)."""
-    low = np.uint64((1 << bits) - 1) if bits < 64 else np.uint64(MASK)
-    need = (np.uint64(0) - xa) & low
-    order = np.argsort(xb & low, kind="stable")
-    keys = (xb & low)[order]
-    start, stop = np.searchsorted(keys, need, "left"), np.searchsorted(keys, need, "right")
-    count = stop - start
-    a = np.repeat(np.arange(len(xa)), count)
-    b = order[np.repeat(start - np.cumsum(count) + count, count) + np.arange(count.sum())]
-    return xa[a] + xb[b], np.concatenate([ia[a], ib[b]], axis=1)
-
-
-def colliding_token_rows() -> torch.Tensor:
-    """Distinct 16-token rows with one 64-bit key, by Wagner's generalised birthday search.
-
-    The token-row hash sums one word per position, so the key of a row equals the all-zeros row's key when
-    the words' differences to it sum to 0 mod 2**64: 16 lists of 2**14 differences, merged pairwise while
-    zeroing 14, 28, 42 and then all 64 low bits (~70 solutions in well under a second).
-    """
-    candidates = np.arange(1, (1 << 14) + 1, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        lists = [(_term(i, candidates) - _term(i, np.zeros(1, dtype=np.uint64)), candidates[:, None].astype(np.int64))
-                 for i in range(16)]
-        for bits in (14, 28, 42, 64):
-            lists = [_merge(*lists[j], *lists[j + 1], bits) for j in range(0, len(lists), 2)]
-    _, choices = lists[0]
-    return torch.cat([torch.zeros(1, 16, dtype=torch.int64), torch.from_numpy(choices)])
-
+# colliding_token_rows (benchmarks/synthetic.py) forces them with a generalised birthday search.
 
 def test_different_token_rows_can_share_a_key():
     rows = colliding_token_rows()
@@ -228,3 +188,51 @@ def test_from_tensors_reports_colliding_token_rows():
         b = StepBatch.from_tensors(**{**args, "state": same, "next_state": same},
                                    state_lengths=torch.tensor([3, 3, 4]), next_state_lengths=torch.tensor([3, 3, 4]))
     assert b.collisions == () and b.state[0] == b.state[1] != b.state[2]
+
+
+# ------------------------------------------------------------------------------------------------ hash quality
+# (torch only: they ran in tests/test_kernels.py before and were skipped wherever Triton was missing)
+
+def test_hash_quality_million_rows_no_collisions():
+    """1e6 distinct rows -> 1e6 distinct keys (expected collisions at 64 bits: ~3e-8)."""
+    n, width = 1_000_000, 8
+    g = torch.Generator().manual_seed(1)
+    tokens = torch.randint(0, 50_000, (n, width), generator=g)
+    idx = torch.arange(n)
+    tokens[:, 0], tokens[:, 1] = idx // 50_000, idx % 50_000  # rows distinct by construction
+    keys = hash_token_rows(tokens)
+    assert torch.unique(keys).numel() == n
+    # near-identical rows: same tokens, lengths 0..width
+    lengths = torch.arange(width + 1)
+    same = hash_token_rows(tokens[:1].expand(width + 1, width).contiguous(), lengths)
+    assert torch.unique(same).numel() == width + 1
+
+
+def _popcount64(x: torch.Tensor) -> torch.Tensor:
+    bits = torch.zeros_like(x)
+    for shift in range(64):
+        bits += (x >> shift) & 1
+    return bits
+
+
+def test_hash_quality_avalanche():
+    """Changing one token flips each key bit with probability ~1/2 (mean ~32 of 64, per bit ~0.5)."""
+    n, width = 20_000, 16
+    g = torch.Generator().manual_seed(2)
+    tokens = torch.randint(0, 50_000, (n, width), generator=g)
+    changed = tokens.clone()
+    col = torch.randint(0, width, (n,), generator=g)
+    rows = torch.arange(n)
+    changed[rows, col] ^= 1 << torch.randint(0, 16, (n,), generator=g)  # flip one bit of one token
+    diff = hash_token_rows(tokens) ^ hash_token_rows(changed)
+    flips = _popcount64(diff).double()
+    assert abs(flips.mean().item() - 32.0) < 0.3
+    assert flips.min().item() >= 10  # no weak pairs
+    per_bit = torch.stack([((diff >> b) & 1).double().mean() for b in range(64)])
+    assert per_bit.min().item() > 0.47 and per_bit.max().item() < 0.53
+    # swapping two positions changes the key as much as changing a token
+    swapped = tokens.clone()
+    swapped[:, 0], swapped[:, 1] = tokens[:, 1], tokens[:, 0]
+    distinct = tokens[:, 0] != tokens[:, 1]
+    sdiff = _popcount64(hash_token_rows(tokens) ^ hash_token_rows(swapped))[distinct].double()
+    assert abs(sdiff.mean().item() - 32.0) < 0.3

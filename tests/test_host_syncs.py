@@ -47,7 +47,7 @@ def bfs_depth(batch) -> int:
 @pytest.fixture
 def paper_batch():
     batch = make_synthetic_batch(16, 8, 50, 40, seed=2, success_rate=0.5)
-    assert torch.unique(batch.state).numel() < 2**14  # the sweep path (below SWEEP_MAX_EDGES)
+    assert torch.unique(batch.state).numel() < 2**13  # the sweep path (below SWEEP_MAX_EDGES)
     return batch
 
 
@@ -71,7 +71,7 @@ def test_torch_backend_sync_count(paper_batch):
 
 
 def test_torch_frontier_sync_count(paper_batch, monkeypatch):
-    monkeypatch.setattr(torch_graph, "SWEEP_MAX_EDGES", 0)
+    monkeypatch.setattr(torch_graph, "distance_method", lambda csr: "frontier")
     depth, expands_once_more = bfs_levels(paper_batch)
     with count_syncs() as log:
         torch_backend.compute(paper_batch, "graphgpo", make_config("graphgpo"), stats=False)

@@ -21,7 +21,7 @@ triton = pytest.importorskip("triton")
 
 from triton.runtime.jit import _normalize_ty, mangle_type  # noqa: E402
 
-from benchmarks.synthetic import make_synthetic_batch, synthetic_columns  # noqa: E402
+from benchmarks.synthetic import METHOD_CASES, make_synthetic_batch, synthetic_columns  # noqa: E402
 from graphgpo import kernels  # noqa: E402
 from graphgpo.backends import reference, torch_backend, triton_backend  # noqa: E402
 from graphgpo.batch import StepBatch  # noqa: E402
@@ -35,13 +35,7 @@ interpreter_only = pytest.mark.skipif(DEVICE != "cpu", reason="imitates the comp
 KERNELS = {name: obj for module in (dedup, frontier, hashing, tail) for name, obj in vars(module).items()
            if isinstance(obj, (triton.runtime.interpreter.InterpretedFunction, triton.runtime.jit.JITFunction))}
 
-CASES = [
-    ("graphgpo", {}),
-    ("graphgpo", {"graph_return": "paper", "episode_stats": "per_trajectory", "omega": 0.8}),
-    ("graphgpo", {"graph_return": "progress", "normalize": "mean"}),
-    ("gigpo", {}),
-    ("gigpo", {"episode_stats": "per_trajectory"}),
-]
+CASES = [case for case in METHOD_CASES if case[0] in ("graphgpo", "gigpo")]  # the kernels' methods
 
 
 def annotations(kernel) -> dict[str, str]:
@@ -211,3 +205,23 @@ def test_batch_on_the_second_gpu_while_the_first_is_current():
     want = torch_backend.compute(batch, "graphgpo", config)
     assert torch.equal(got.d_state.cpu(), want.d_state)
     assert torch.allclose(got.advantages.cpu(), want.advantages, atol=1e-6, rtol=0)
+
+
+def test_from_tensors_hashes_with_the_kernel_once_triton_is_the_default(monkeypatch):
+    from graphgpo import backends
+
+    calls = []
+    original = hashing.hash_token_rows
+    monkeypatch.setattr(hashing, "hash_token_rows", lambda *a, **k: calls.append(a) or original(*a, **k))
+    tokens = torch.randint(0, 100, (6, 5), device=DEVICE)
+    lengths = torch.tensor([5, 4, 3, 2, 1, 5], device=DEVICE)
+    n = 6
+    z = torch.zeros(n, dtype=torch.int64, device=DEVICE)
+    args = dict(group=z, traj=torch.arange(n, device=DEVICE), step=z, state=tokens, next_state=tokens,
+                success=z.bool(), valid=~z.bool(), episode_reward=z.double(), reward=z.double(),
+                state_lengths=lengths, next_state_lengths=lengths)
+    plain = StepBatch.from_tensors(**args)
+    assert calls == []
+    monkeypatch.setattr(backends, "triton_by_default", lambda device: True)
+    with_kernel = StepBatch.from_tensors(**args)
+    assert len(calls) == 2 and torch.equal(with_kernel.state, plain.state)

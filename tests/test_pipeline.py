@@ -7,8 +7,6 @@ edges and must agree with the reference backend, and leave results bit-identical
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
 from hypothesis import given
@@ -18,29 +16,7 @@ from graphgpo.backends import reference, torch_backend
 from graphgpo.backends.pipeline import GraphInputs
 from graphgpo.config import GiGPOConfig, GraphGPOConfig, GRPOConfig
 
-from tests.random_batches import batch_params, random_rows, to_batch
-
-
-def random_inputs(batch, seed: int, *, merge: bool, step_keys: bool, num_extra: int) -> GraphInputs:
-    """Merged graph keys (key mod 5), coarser step keys (key mod 3) and random extra edges whose endpoints
-    are keys of the batch (so they connect to it) or new keys, some of them into SUCCESS."""
-    rng = random.Random(seed)
-    fields = {}
-    if merge:
-        fields["state_key"] = torch.remainder(batch.state, 5)
-        fields["next_key"] = torch.remainder(batch.next_state, 5)
-    if step_keys:
-        fields["step_key"] = torch.remainder(batch.state, 3)
-    if num_extra:
-        keys = (fields.get("state_key", batch.state)).tolist() + [rng.randrange(-2**63, 2**63) for _ in range(3)]
-        fields["extra_group"] = torch.tensor([rng.randrange(batch.num_groups) for _ in range(num_extra)])
-        fields["extra_src"] = torch.tensor([rng.choice(keys) for _ in range(num_extra)])
-        fields["extra_dst"] = torch.tensor([rng.choice(keys) for _ in range(num_extra)])
-        fields["extra_success"] = torch.tensor([rng.random() < 0.3 for _ in range(num_extra)])
-        if batch.cost is not None:
-            fields["extra_cost"] = torch.tensor([rng.choice((0.1, 0.5, 2.0)) for _ in range(num_extra)],
-                                                dtype=torch.float64)
-    return GraphInputs(**fields)
+from tests.random_batches import batch_params, random_inputs, random_rows, to_batch
 
 
 def assert_matches_reference(batch, method, config, inputs):

@@ -193,12 +193,18 @@ def test_failed_start_leaves_no_run_directory(tmp_path, capsys):
     assert "not a writable directory" in err
 
 
-def test_missing_train_extra_says_which_extra(tmp_path, monkeypatch, capsys):
+def test_missing_train_extra_says_which_extra(finished, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "tokenizers", None)  # as on an install without the train extra
     code, err = cli(["train", "--output-dir", str(tmp_path / "x"), *TINY], capsys)
     assert_one_line_error(code, err, "train")
     assert "'tokenizers' package of the 'train' extra" in err and "pip install" in err
     assert not (tmp_path / "x").exists()
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    for argv in (["eval", str(finished[0])], ["viz", str(finished[0]), "--out", str(tmp_path / "v")],
+                 ["diagnose", str(finished[0]), "--tasks", "1"]):
+        code, err = cli(argv, capsys)
+        assert_one_line_error(code, err, argv[0])
+        assert "'transformers' package of the 'train' extra" in err
 
 
 # ---------------------------------------------------------------------------------------------- resume rules
@@ -247,6 +253,7 @@ def test_run_directory_states_resolved_config_versions_and_commit(finished):
     lines = printed.splitlines()
     assert lines[0].startswith(f"run directory: {run}")
     assert any(line.startswith("iteration 3/3: succ") for line in lines)  # progress bar off: one line per N
+    assert lines[-1] == f"run directory: {run}"
     assert not (run / "metrics.jsonl").read_text().count("NaN")
 
 
@@ -316,3 +323,12 @@ def test_python_api_resume_with_a_fresh_config_as_the_benchmarks_do(finished, tm
     summary = train(load_config(None, [*TINY, "num_iterations=4", f"output_dir={run}"]), resume=True)
     assert summary["iterations"] == 4
     assert read_metrics(run)[3]["learning_rate"] == pytest.approx(0.003 / 4)
+
+
+def test_default_run_directory_is_named_at_start_and_end(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", *TINY, "num_iterations=1", "random_baseline=false", "tensorboard=false"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    (run,) = (tmp_path / "runs").iterdir()
+    assert run.name.startswith("sokoban-graphgpo-seed0-")
+    assert lines[0] == f"run directory: runs/{run.name}" and lines[-1] == f"run directory: runs/{run.name}"

@@ -84,23 +84,26 @@ def test_grpo_and_rloo_match_reference(params, normalize):
 
 @given(batch_params)
 def test_large_batch_paths_match_reference(params):
-    """Force the code paths of large batches on small ones: the frontier search (used above 2**14 edges)
-    and torch's sort (used above 2**18 keys; numpy sorts smaller CPU arrays)."""
+    """Force the code paths of large batches on small ones: the frontier search and scipy's Dijkstra (used
+    above SWEEP_MAX_EDGES) and torch's sort (used above 2**18 keys; numpy sorts smaller CPU arrays)."""
     batch = to_batch(random_rows(**params))
     graph = pipeline.build_graph(batch, tg.node_ids)
     csr = tg.reverse_csr(graph)
-    assert torch.equal(tg.frontier_distances(graph, csr), tg.sweep_distances(graph))
-    assert torch.equal(tg.sweep_distances(graph, csr), tg.sweep_distances(graph))
+    sweep = tg.sweep_distances(graph)
+    for method in ("sweep", "scipy", "frontier"):
+        assert torch.equal(tg.shortest_distances(graph, csr, method), sweep), method
     keys = torch.cat([batch.state, batch.next_state])
     expected = torch.unique(keys, return_inverse=True)
     got = tg.sorted_unique(keys)
     assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
-    limits = tg.SWEEP_MAX_EDGES, tg.NUMPY_SORT_MAX
+    limits = dict(tg.SWEEP_MAX_EDGES), tg.NUMPY_SORT_MAX
     try:
-        tg.SWEEP_MAX_EDGES = tg.NUMPY_SORT_MAX = 0
+        tg.SWEEP_MAX_EDGES.update(cpu=0)
+        tg.NUMPY_SORT_MAX = 0
         assert_same_as_reference(batch, "graphgpo", GraphGPOConfig())
     finally:
-        tg.SWEEP_MAX_EDGES, tg.NUMPY_SORT_MAX = limits
+        tg.SWEEP_MAX_EDGES.update(limits[0])
+        tg.NUMPY_SORT_MAX = limits[1]
 
 
 def networkx_distances(rows: list[dict]) -> dict:
@@ -264,11 +267,12 @@ def test_cuda_matches_cpu(method, weighted):
         batch = to_batch(random_rows(seed, 30, 8, 30, 12, weighted))
         cpu = tb.compute(batch, method, config)
         for limit in (0, 1 << 30):  # frontier and sweeps
-            tg_limit, tg.SWEEP_MAX_EDGES = tg.SWEEP_MAX_EDGES, limit
+            tg_limit = tg.SWEEP_MAX_EDGES["cuda"]
+            tg.SWEEP_MAX_EDGES["cuda"] = limit
             try:
                 gpu = tb.compute(batch.to("cuda"), method, config)
             finally:
-                tg.SWEEP_MAX_EDGES = tg_limit
+                tg.SWEEP_MAX_EDGES["cuda"] = tg_limit
             assert gpu.advantages.is_cuda
             if method == "graphgpo":
                 assert torch.equal(gpu.d_state.cpu(), cpu.d_state)

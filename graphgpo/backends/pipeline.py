@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 
 from graphgpo.backends import host_sync
+from graphgpo.backends.cpu_threads import cpu_threads
 from graphgpo.backends.torch_graph import StepGraph, dense_pairs, is_success_step, segment_counts
 from graphgpo.output import AdvantageOutput
 
@@ -205,8 +206,13 @@ def run(batch, method: str, config, stages: Stages, inputs: GraphInputs | None =
     """Advantages of ``method`` ("graphgpo", "gigpo", "grpo", "rloo") for every row of ``batch``.
 
     ``stats=False`` leaves ``AdvantageOutput.stats`` empty and skips what only the diagnostics need (one host
-    sync; the graph for GRPO / RLOO; the distances for GiGPO).
+    sync; the graph for GRPO / RLOO; the distances for GiGPO). CPU batches run on ``CPU_THREADS`` threads.
     """
+    with cpu_threads(batch.device):
+        return _run(batch, method, config, stages, inputs, stats)
+
+
+def _run(batch, method: str, config, stages: Stages, inputs: GraphInputs | None, stats: bool) -> AdvantageOutput:
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}; got {method!r}")
     if batch.num_rows == 0:

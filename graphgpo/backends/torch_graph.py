@@ -17,6 +17,8 @@ frontier's edge count). The number of levels is at most the longest shortest pat
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import math
 from dataclasses import dataclass
 
@@ -32,9 +34,12 @@ NUMPY_SORT_MAX = 1 << 18
 CPU sort at these sizes, which matters for the dispatch-bound paper-sized batch); larger ones by torch,
 which is as fast there and scales better. CUDA tensors always use torch."""
 
-SWEEP_MAX_EDGES = 1 << 14
-"""Graphs with at most this many edges use dense Bellman-Ford sweeps: a few cheap ops per level beat the
-frontier's ~20 small ops per level. Larger graphs use the frontier, whose total work is linear in the edges."""
+SWEEP_MAX_EDGES = {"cpu": 1 << 13, "cpu-without-scipy": 1 << 15, "cuda": 1 << 14}
+"""Graphs with at most this many distinct edges use dense Bellman-Ford sweeps (a few cheap ops per level);
+larger ones scipy's Dijkstra (CPU, when scipy is installed) or the frontier search (linear total work).
+CPU limits from benchmarks/core_scaling.py's batches on one thread (ms, sweep / frontier / scipy): 4.0k edges
+0.7 / 6.1 / 0.6, 15.9k edges 3.4 / 11.2 / 2.0, 63k edges 55 / 36 / 30, 258k edges 275 / 95 / 101. The CUDA
+limit has not been measured on a GPU."""
 
 
 @dataclass(frozen=True)
@@ -265,10 +270,48 @@ def frontier_distances(graph: StepGraph, csr: ReverseCSR) -> torch.Tensor:
     return dist
 
 
-def shortest_distances(graph: StepGraph, csr: ReverseCSR) -> torch.Tensor:
+def scipy_distances(graph: StepGraph, csr: ReverseCSR) -> torch.Tensor:
+    """Shortest distances to SUCCESS by scipy's multi-source Dijkstra on the reversed graph (CPU).
+
+    ``csr`` is already the reversed graph in CSR form (row v: the tails of the edges into v), so scipy gets it
+    without a copy. Dijkstra accumulates d(v) + cost from the sources outwards, the reference's order, so
+    weighted distances agree bit for bit.
+    """
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import dijkstra
+
+    n = graph.num_nodes
+    unit = csr.cost is None
+    weights = np.ones(csr.num_unique_edges) if unit else csr.cost.numpy()
+    reverse = csr_matrix((weights, csr.src.numpy(), csr.indptr.numpy()), shape=(n, n))
+    sinks = graph.num_state_nodes + np.flatnonzero(graph.has_success.numpy())  # no sync: CPU only
+    if sinks.size == 0:
+        return torch.full((n,), math.inf, dtype=F64)
+    return torch.from_numpy(dijkstra(reverse, indices=sinks, min_only=True, unweighted=unit))
+
+
+@functools.cache
+def _has_scipy() -> bool:
+    return importlib.util.find_spec("scipy") is not None
+
+
+def distance_method(csr: ReverseCSR) -> str:
+    """"sweep", "scipy" or "frontier" for this graph's size and device (limits: ``SWEEP_MAX_EDGES``)."""
+    edges = csr.num_unique_edges
+    if csr.src.device.type != "cpu":
+        return "sweep" if edges <= SWEEP_MAX_EDGES["cuda"] else "frontier"
+    if _has_scipy():
+        return "sweep" if edges <= SWEEP_MAX_EDGES["cpu"] else "scipy"
+    return "sweep" if edges <= SWEEP_MAX_EDGES["cpu-without-scipy"] else "frontier"
+
+
+def shortest_distances(graph: StepGraph, csr: ReverseCSR, method: str | None = None) -> torch.Tensor:
     """float64 [num_nodes]: distance to the group's SUCCESS sink (inf where unreachable or no success)."""
-    if csr.num_unique_edges <= SWEEP_MAX_EDGES:
+    method = method or distance_method(csr)
+    if method == "sweep":
         return sweep_distances(graph, csr)
+    if method == "scipy":
+        return scipy_distances(graph, csr)
     return frontier_distances(graph, csr)
 
 

@@ -400,9 +400,10 @@ class TrainConfig:
         """Fields that differ from the run's saved config ({dotted name: (saved, new)}), after checking
         that a resumed run may change them; ValueError listing those that would change what the run means.
         Both configs are compared resolved (None defaults spelt out)."""
-        old, new = flatten(saved.to_dict()), flatten(self.to_dict())
-        changes = {k: (old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)}
-        free = resume_free_fields()
+        old = {name: value for name, _, value in _walk_fields(saved)}
+        new = {name: value for name, _, value in _walk_fields(self)}
+        changes = {k: (old[k], new[k]) for k in sorted(new) if old[k] != new[k]}
+        free = {name for name, f, _ in _walk_fields(self) if f.metadata.get("resume")}
         refused = [k for k in changes if k not in free]
         if refused:
             listed = ", ".join(f"{k} ({changes[k][0]!r} -> {changes[k][1]!r})" for k in refused)
@@ -428,23 +429,6 @@ class TrainConfig:
         cfg = cls()
         apply_mapping(cfg, values)
         return cfg.validate()
-
-
-def resume_free_fields() -> set[str]:
-    """Dotted names of the fields declared with ``resume=True``."""
-    return {name for name, f in _walk_fields(TrainConfig()) if f.metadata.get("resume")}
-
-
-def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1} for sections (dataclass dicts); dict-valued fields stay whole."""
-    sections = {f.name for f in dataclasses.fields(TrainConfig) if dataclasses.is_dataclass(f.default_factory)}
-    out = {}
-    for key, value in values.items():
-        if not prefix and key in sections:
-            out.update(flatten(value, f"{key}."))
-        else:
-            out[prefix + key] = value
-    return out
 
 
 # ---------------------------------------------------------------------------------- loading
@@ -558,8 +542,12 @@ def apply_mapping(obj: Any, values: Mapping[str, Any], prefix: str = "", *, merg
 
 
 def _unknown(what: str, name: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=1)
-    return f"unknown {what} {name!r}" + (f" (did you mean {close[0]}?)" if close else "")
+    return f"unknown {what} {name!r}" + _did_you_mean(name, known)
+
+
+def _did_you_mean(name: Any, known: list) -> str:
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _coerce(name: str, value: Any, annotation: Any) -> Any:
@@ -617,13 +605,13 @@ _BOUNDS = {"ge": (operator.ge, ">="), "gt": (operator.gt, ">"), "le": (operator.
 
 
 def _walk_fields(obj: Any, prefix: str = ""):
-    """(dotted name, dataclasses.Field) of every field, sections flattened."""
+    """(dotted name, dataclasses.Field, value) of every field, sections flattened."""
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         if dataclasses.is_dataclass(value):
             yield from _walk_fields(value, f"{prefix}{f.name}.")
         else:
-            yield f"{prefix}{f.name}", f
+            yield f"{prefix}{f.name}", f, value
 
 
 def _check_fields(obj: Any, prefix: str) -> None:
@@ -643,9 +631,8 @@ def _check_fields(obj: Any, prefix: str) -> None:
             continue
         rule = f.metadata.get("rule", {})
         if "choices" in rule and value not in rule["choices"]:
-            close = difflib.get_close_matches(str(value), [str(c) for c in rule["choices"]], n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise ValueError(f"{label} must be one of {', '.join(map(str, rule['choices']))}; got {value!r}{hint}")
+            raise ValueError(f"{label} must be one of {', '.join(map(str, rule['choices']))}; got {value!r}"
+                             + _did_you_mean(value, rule["choices"]))
         for op, (holds, word) in _BOUNDS.items():
             if op in rule and not holds(value, rule[op]):
                 raise ValueError(f"{label} must be {word} {rule[op]}, got {value!r}")

@@ -24,6 +24,7 @@ import random
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import replace
@@ -145,12 +146,16 @@ def load_run_config(run_dir: str | Path, overrides: list[str] | None = None) -> 
 
 
 def _check_writable(path: Path) -> None:
-    """ValueError unless ``path`` can be created (its nearest existing ancestor is a writable directory)."""
+    """ValueError unless ``path`` can be created: a directory is made and removed in its nearest existing
+    ancestor (os.access says yes to root everywhere, /proc included)."""
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"output_dir {str(path)!r}: cannot write there ({existing} is not a writable directory)")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".graphgpo-write-check-", dir=existing))
+    except OSError:
+        raise ValueError(f"output_dir {str(path)!r}: cannot write there ({existing} is not a writable "
+                         f"directory)") from None
 
 
 class Trainer:
@@ -595,6 +600,7 @@ class Trainer:
             "method": self.cfg.advantage.method,
             "model": self.cfg.model_name_or_path,
             "env": self.cfg.env,
+            "run_dir": str(self.run_dir),
         }
         (self.run_dir / "summary.json").write_text(json.dumps(json_safe(summary), indent=1), encoding="utf-8")
         if rows:
