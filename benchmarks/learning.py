@@ -11,7 +11,9 @@ iterations, rollouts and PPO epochs. Nothing is tuned per method.
 The budget is stated up front: ``--iterations`` per run, tasks x methods x seeds runs. Runs go one at a
 time (the machine is shared) into ``RUN_ROOT/<task>/<method>/seed<k>`` and are resumable: a finished run
 is skipped, a run with a checkpoint resumes from it, and raising ``--iterations`` later extends the runs
-already on disk (the trainer resumes from their last checkpoint), so partial budgets accumulate.
+already on disk (the trainer resumes from their last checkpoint), so partial budgets accumulate. An
+extended run stretches its remaining learning-rate decay to the new budget (``lr_decay_iterations`` =
+``--iterations``, stated explicitly because a resumed run otherwise keeps its decay length).
 
 Outputs in ``--out`` (default benchmarks/results/learning): ``learning.md`` and ``learning.json`` (table per
 task: final held-out success, area under the training success curve, iterations to reach 50% of the best
@@ -51,16 +53,27 @@ METHODS = ("grpo", "gigpo", "graphgpo", "rloo")
 # Its in-training evaluation is on the 32 training games (can the method master them?); "heldout" names
 # the overrides of a second evaluation after training, on 32 other games (does it generalise?).
 # "eval_label" says which tasks the in-training evaluation plays.
+# "graphgpo_chosen": GraphGPO's options for the goal check (GraphGPO at or above GiGPO, both above GRPO),
+# chosen before the rerun from the first round of evidence (benchmarks/RESULTS.md): ω = 0.95 on Sokoban
+# (easy, 3 seeds: 0.617 against 0.466 with the recipe's 0.8), the mean-only normalisation on TextWorld
+# (3 seeds: 0.729 against 0.260 with the recipe's mean/std).
 TASKS: dict[str, dict[str, Any]] = {
     "sokoban-easy": {"env": "sokoban", "max_steps": 12, "env_kwargs": {
-        "generator": "simple", "interior": [5, 5], "reverse_moves": 6, "pull_prob": 0.8, "render": "compact"}},
+        "generator": "simple", "interior": [5, 5], "reverse_moves": 6, "pull_prob": 0.8, "render": "compact"},
+        "graphgpo_chosen": "advantage.omega=0.95"},
     "sokoban-hard": {"env": "sokoban", "max_steps": 15, "env_kwargs": {
-        "generator": "simple", "interior": [6, 6], "reverse_moves": 10, "pull_prob": 0.8, "render": "compact"}},
+        "generator": "simple", "interior": [6, 6], "reverse_moves": 10, "pull_prob": 0.8, "render": "compact"},
+        "graphgpo_chosen": "advantage.omega=0.95"},
     "textworld": {"env": "textworld", "max_steps": 10, "prompt_style": "compact", "eval_label": "training games",
                   "env_kwargs": {"difficulty": "easy", "game_pool_size": 32},
-                  "heldout": ["eval_env_kwargs.game_pool_offset=1000"]},
+                  "heldout": ["eval_env_kwargs.game_pool_offset=1000"],
+                  "graphgpo_chosen": "advantage.options.normalize=mean"},
 }
 EVAL_LABEL = "held-out rooms"
+# The random-policy baseline depends only on the task's evaluation tasks and prompt template, not on the
+# method or seed: the first run of a task measures it (1024 episodes, minutes on TextWorld) and later runs
+# of that task start with a copy.
+BASELINE_FILE = "random_baseline.json"
 
 
 @dataclass
@@ -134,8 +147,8 @@ def train_config(cfg: LearningConfig, task: str, method: str, seed: int):
     tc = TrainConfig()
     apply_mapping(tc, {
         "seed": seed, "env": spec["env"], "env_kwargs": dict(spec["env_kwargs"]), "max_steps": spec["max_steps"],
-        "num_iterations": cfg.iterations, "eval_every": cfg.eval_every, "eval_tasks": cfg.eval_tasks,
-        "num_threads": cfg.threads, "model_name_or_path": cfg.model, "save_every": 10, "keep_checkpoints": 1,
+        "num_iterations": cfg.iterations, "lr_decay_iterations": cfg.iterations, "eval_every": cfg.eval_every,
+        "eval_tasks": cfg.eval_tasks, "num_threads": cfg.threads, "model_name_or_path": cfg.model, "save_every": 10, "keep_checkpoints": 1,
         "tensorboard": False, "advantage": {"method": base_method},
         "output_dir": str(run_dir_for(cfg, task, method, seed)),
         **({"prompt_style": spec["prompt_style"]} if "prompt_style" in spec else {}),
@@ -159,6 +172,16 @@ def run_state(run_dir: Path, iterations: int) -> str:
     return "resume" if latest_checkpoint(run_dir) is not None else "fresh"
 
 
+TRAINING_ONLY_FIELDS = ("advantage.", "filter_groups.", "entropy_coef=", "kl_coef=", "learning_rate=",
+                        "ppo_epochs=", "clip_ratio=")
+
+
+def shares_baseline(cfg: LearningConfig, method: str) -> bool:
+    """Whether the run's random baseline equals its task's shared one: no global overrides, and the method's
+    overrides change only training (not the evaluation tasks, the prompts or the episode length)."""
+    return not cfg.overrides and all(item.startswith(TRAINING_ONLY_FIELDS) for item in parse_method(method)[1])
+
+
 def run_one(cfg: LearningConfig, task: str, method: str, seed: int) -> str:
     """Train one (task, method, seed) up to cfg.iterations; returns what it did."""
     from graphgpo.trainer.loop import train
@@ -171,7 +194,14 @@ def run_one(cfg: LearningConfig, task: str, method: str, seed: int) -> str:
         tc = train_config(cfg, task, method, seed)
         if state == "fresh" and run_dir.exists():
             shutil.rmtree(run_dir)  # killed before its first checkpoint: nothing to keep
+        shared_baseline = Path(cfg.run_root) / task / f"random_baseline_eval{cfg.eval_tasks}.json"
+        share = shares_baseline(cfg, method)
+        if share and state == "fresh" and shared_baseline.is_file():
+            run_dir.mkdir(parents=True)
+            shutil.copyfile(shared_baseline, run_dir / BASELINE_FILE)
         train(tc, resume=state == "resume")
+        if share and not shared_baseline.is_file() and (run_dir / BASELINE_FILE).is_file():
+            shutil.copyfile(run_dir / BASELINE_FILE, shared_baseline)
         what = "resumed" if state == "resume" else "trained"
     if TASKS[task].get("heldout") and heldout_success(run_dir, cfg.iterations) is None:
         evaluate_heldout(run_dir, task)
@@ -200,11 +230,11 @@ def heldout_success(run_dir: Path, iterations: int) -> float | None:
 
 
 def run_grid(cfg: LearningConfig) -> None:
-    """All runs, seed-major (every method gets seed 0 before any gets seed 1), so that a budget cut short
-    still leaves a balanced comparison."""
+    """All runs, seed-major (every task and method gets seed 0 before any gets seed 1), so that a budget cut
+    short still leaves a balanced comparison."""
     from tqdm import tqdm
 
-    grid = [(t, m, s) for t in cfg.tasks for s in cfg.seeds for m in cfg.methods]
+    grid = [(t, m, s) for s in cfg.seeds for t in cfg.tasks for m in cfg.methods]
     print(f"budget: {len(grid)} runs x {cfg.iterations} iterations (tasks {cfg.tasks}, methods {cfg.methods}, "
           f"seeds {cfg.seeds}), one run at a time, {cfg.threads} torch thread(s)", flush=True)
     bar = tqdm(grid, desc="runs", dynamic_ncols=True)
@@ -243,6 +273,9 @@ class RunCurve:
     random_baseline: float | None
     heldout: float | None = None
     """Greedy success on the task's second (held-out) evaluation set after the last iteration."""
+    episodes_per_iteration: float | None = None
+    """Mean episodes rolled out per iteration (dynamic sampling plays more; None for runs that predate the
+    metric)."""
 
 
 def load_run(run_dir: Path, seed: int, iterations: int) -> RunCurve | None:
@@ -255,8 +288,10 @@ def load_run(run_dir: Path, seed: int, iterations: int) -> RunCurve | None:
     evals = [(r["iteration"], float(r["eval_success_rate"])) for r in rows if "eval_success_rate" in r]
     baseline_file = run_dir / "random_baseline.json"
     baseline = json.loads(baseline_file.read_text())["random_policy_success_rate"] if baseline_file.is_file() else None
+    episodes = [r["episodes_rolled_out"] for r in rows if "episodes_rolled_out" in r]
     return RunCurve(seed, np.array([float(r["success_rate"]) for r in rows]), evals, baseline,
-                    heldout_success(run_dir, iterations))
+                    heldout_success(run_dir, iterations),
+                    float(np.mean(episodes)) if len(episodes) == len(rows) else None)
 
 
 def _mean_std(values: Sequence[float]) -> dict[str, float | None]:
@@ -293,32 +328,66 @@ def summarise_task(cfg: LearningConfig, task: str) -> dict[str, Any]:
                 "auc": float(c.train.mean()),
                 "iters_to_half_best": first_reaching(smooth, half_best) if half_best is not None else None,
                 "iters_to_half_gain": first_reaching(smooth, half_gain) if half_gain is not None else None,
+                "episodes_per_iteration": c.episodes_per_iteration,
             })
         methods[method] = {
             "seeds": [p["seed"] for p in per_seed], "per_seed": per_seed,
             **{key: _mean_std([p[key] for p in per_seed])
-               for key in ("final_eval_success", "final_train_success", "auc", "heldout_success")},
+               for key in ("final_eval_success", "final_train_success", "auc", "heldout_success",
+                           "episodes_per_iteration")},
             # a run that never reaches the bar counts as the budget + 1 in the mean (a lower bound on its time)
             **{key: {**_mean_std([p[key] if p[key] is not None else cfg.iterations + 1 for p in per_seed]),
                      "never": sum(p[key] is None for p in per_seed)}
                for key in ("iters_to_half_best", "iters_to_half_gain")},
         }
-    # Paired differences to GRPO: same seed = same initial weights and the same tasks at every iteration.
-    if "grpo" in methods:
-        base = {p["seed"]: p for p in methods["grpo"]["per_seed"]}
-        for method, info in methods.items():
-            if method == "grpo":
+    # Paired differences to GRPO and to GiGPO with the same dynamic-sampling setting: same seed = same initial
+    # weights and the same tasks at every iteration (round 0 of DS; its extra rounds differ with the policy).
+    for method, info in methods.items():
+        for base_name in ("grpo", "gigpo"):
+            other = comparator(method, base_name)
+            if other == method or other not in methods:
                 continue
-            for key in ("final_eval_success", "auc"):
+            base = {p["seed"]: p for p in methods[other]["per_seed"]}
+            for key in ("final_eval_success", "auc", "heldout_success"):
                 diffs = [p[key] - base[p["seed"]][key] for p in info["per_seed"]
                          if p["seed"] in base and p[key] is not None and base[p["seed"]][key] is not None]
-                info[f"{key}_minus_grpo"] = _mean_std(diffs)
+                info[f"{key}_minus_{base_name}"] = _mean_std(diffs)
     return {"task": task, "iterations": cfg.iterations, "random_policy_success": random_rate,
             "eval_label": TASKS[task].get("eval_label", EVAL_LABEL),
             "heldout": bool(TASKS[task].get("heldout")),
             "best_final_train_success": best, "half_best_threshold": half_best, "half_gain_threshold": half_gain,
             "methods": methods, "curves": {m: [c.train.tolist() for c in cs] for m, cs in curves.items()},
             "evals": {m: [c.evals for c in cs] for m, cs in curves.items()}}
+
+
+DS = "filter_groups.enable=true"
+LABELS = {DS: "+DS", "advantage.memory=true": "+memory", "advantage.backend=reference": None,
+          "advantage.options.normalize=mean": "normalize=mean"}
+"""How variant overrides read in tables and legends (None: left out; the reference backend gives the same
+advantages within 1e-6 and exists for memory until the torch path has it)."""
+
+
+def uses_ds(spec: str) -> bool:
+    return DS in parse_method(spec)[1]
+
+
+def comparator(spec: str, base: str) -> str:
+    """The run ``spec`` is compared with: ``base`` at the same dynamic-sampling setting."""
+    return f"{base}@{DS}" if uses_ds(spec) else base
+
+
+def variant_label(spec: str) -> str:
+    """``graphgpo@advantage.omega=0.95,filter_groups.enable=true`` -> ``graphgpo ω=0.95 +DS``."""
+    name, overrides = parse_method(spec)
+    parts = []
+    for item in overrides:
+        label = LABELS.get(item, item)
+        if item.startswith("advantage.omega="):
+            label = "ω=" + item.split("=", 1)[1]
+        if label:
+            parts.append(label)
+    ordered = [p for p in parts if not p.startswith("+")] + [p for p in parts if p.startswith("+")]
+    return " ".join([name, *ordered])
 
 
 def _fmt(stat: dict | None, digits: int = 3) -> str:
@@ -344,59 +413,98 @@ def markdown_table(summary: dict[str, Any]) -> str:
         lines.append(f"Random policy on the {label}: {rnd:.3f}. Bars: 50% of best = "
                      f"{summary['half_best_threshold']:.3f}, half the gain = {summary['half_gain_threshold']:.3f}.")
         lines.append("")
-    lines.append(f"| method | seeds | final success on the {label} (greedy) |"
-                 + (" held-out games after training (greedy) |" if heldout else "")
-                 + " final train success (last 10) | AUC (train) | iters to 50% of best | iters to half the gain "
-                 "| Δ final vs GRPO (paired) | Δ AUC vs GRPO (paired) |")
-    lines.append("|---" * (10 if heldout else 9) + "|")
+    header = (["method", "seeds", f"final success on the {label} (greedy)"]
+              + (["held-out games after training (greedy)"] if heldout else [])
+              + ["final train success (last 10)", "AUC (train)", "iters to 50% of best", "iters to half the gain",
+                 "episodes / iteration", "Δ final vs GRPO (paired)", "Δ final vs GiGPO (paired)",
+                 "Δ AUC vs GRPO (paired)", "Δ AUC vs GiGPO (paired)"])
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|---" * len(header) + "|")
     for method, m in summary["methods"].items():
-        lines.append(
-            f"| {method} | {len(m['seeds'])} | {_fmt(m['final_eval_success'])} |"
-            + (f" {_fmt(m['heldout_success'])} |" if heldout else "")
-            + f" {_fmt(m['final_train_success'])} "
-            f"| {_fmt(m['auc'])} | {_fmt_iters(m['iters_to_half_best'], budget)} "
-            f"| {_fmt_iters(m['iters_to_half_gain'], budget)} | {_fmt(m.get('final_eval_success_minus_grpo'))} "
-            f"| {_fmt(m.get('auc_minus_grpo'))} |")
+        cells = ([variant_label(method), str(len(m["seeds"])), _fmt(m["final_eval_success"])]
+                 + ([_fmt(m["heldout_success"])] if heldout else [])
+                 + [_fmt(m["final_train_success"]), _fmt(m["auc"]), _fmt_iters(m["iters_to_half_best"], budget),
+                    _fmt_iters(m["iters_to_half_gain"], budget), _fmt(m.get("episodes_per_iteration"), 0),
+                    _fmt(m.get("final_eval_success_minus_grpo")), _fmt(m.get("final_eval_success_minus_gigpo")),
+                    _fmt(m.get("auc_minus_grpo")), _fmt(m.get("auc_minus_gigpo"))])
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Δ columns: paired by seed against GRPO / GiGPO with the same dynamic-sampling setting "
+                 "(a +DS row against GRPO +DS / GiGPO +DS).")
     return "\n".join(lines)
 
 
+def goal_table(summary: dict[str, Any], chosen: str) -> str:
+    """The goal check of one task: GraphGPO with its chosen options at or above GiGPO, both above GRPO, on
+    final greedy success (means and per-seed paired differences), without and with dynamic sampling."""
+    methods = summary["methods"]
+    rows = ["| dynamic sampling | GraphGPO (chosen) | GiGPO | GRPO | GraphGPO − GiGPO (paired) | GraphGPO − GRPO "
+            "(paired) | GiGPO − GRPO (paired) | goal holds |", "|---|---|---|---|---|---|---|---|"]
+    for ds in (False, True):
+        suffix = f",{DS}" if chosen and ds else (f"@{DS}" if ds else "")
+        ours = (f"graphgpo@{chosen}" if chosen else "graphgpo") + suffix
+        gigpo, grpo = comparator(ours, "gigpo"), comparator(ours, "grpo")
+        if not all(m in methods and methods[m]["seeds"] for m in (ours, gigpo, grpo)):
+            continue
+        key = "final_eval_success"
+        d_gigpo, d_grpo = methods[ours].get(f"{key}_minus_gigpo"), methods[ours].get(f"{key}_minus_grpo")
+        d_base = methods[gigpo].get(f"{key}_minus_grpo")
+        means = [d.get("mean") if d else None for d in (d_gigpo, d_grpo, d_base)]
+        holds = None if None in means else (means[0] >= 0 and means[1] > 0 and means[2] > 0)
+        rows.append(f"| {'on' if ds else 'off'} ({variant_label(ours)}) | {_fmt(methods[ours][key])} "
+                    f"| {_fmt(methods[gigpo][key])} | {_fmt(methods[grpo][key])} | {_fmt(d_gigpo)} | {_fmt(d_grpo)} "
+                    f"| {_fmt(d_base)} | {'–' if holds is None else ('yes' if holds else 'no')} |")
+    return "\n".join(rows) if len(rows) > 2 else ""
+
+
+COLORS = {"grpo": "#1f77b4", "gigpo": "#2ca02c", "graphgpo": "#d62728", "rloo": "#9467bd"}
+
+
+def _line_style(spec: str) -> str:
+    overrides = [o for o in parse_method(spec)[1] if o not in (DS, "advantage.backend=reference")]
+    if "advantage.memory=true" in overrides:
+        return ":"
+    return "--" if overrides else "-"
+
+
 def plot_task(summary: dict[str, Any], path: Path, smooth: int) -> Path:
-    """Mean training-success curve (moving average) per method with a ±1 std band over seeds; held-out
-    evaluation means as markers; the random policy as a dashed line."""
+    """Mean training-success curve (moving average) per method with a ±1 std band over seeds, and the
+    evaluation means at the last iteration as markers; runs without dynamic sampling on the left, with it
+    on the right (when there are any); the random policy as a grey dashed line. Colour = method, line
+    style = its options (solid: recipe defaults, dashed: other options, dotted: graph memory)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    colors = {"grpo": "#1f77b4", "gigpo": "#2ca02c", "graphgpo": "#d62728", "rloo": "#9467bd"}
-    for method, runs in summary["curves"].items():
-        if not runs:
-            continue
-        smoothed = np.stack([moving_average(r, smooth) for r in runs])
-        its = np.arange(1, smoothed.shape[1] + 1)
-        mean, std = smoothed.mean(0), smoothed.std(0)
-        line, = ax.plot(its, mean, color=colors.get(method), lw=2, label=f"{method} (train, n={len(runs)})")
-        color = line.get_color()
-        ax.fill_between(its, mean - std, mean + std, color=color, alpha=0.18, lw=0)
-        evals: dict[int, list[float]] = {}
-        for run in summary["evals"][method]:
-            for it, value in run:
-                evals.setdefault(it, []).append(value)
-        if evals:
-            xs = sorted(evals)
-            ax.errorbar(xs, [np.mean(evals[x]) for x in xs], yerr=[np.std(evals[x]) for x in xs], color=color,
-                        marker="o", ls=":", lw=1, capsize=3,
-                        label=f"{method} ({summary.get('eval_label', EVAL_LABEL)}, greedy)")
-    if summary["random_policy_success"] is not None:
-        ax.axhline(summary["random_policy_success"], color="gray", ls="--", lw=1,
-                   label=f"random policy ({summary['random_policy_success']:.2f})")
-    ax.set_title(f"{summary['task']}: success rate, mean ± std over seeds (train: moving average {smooth})")
-    ax.set_xlabel("iteration (16 tasks x 8 rollouts each)")
-    ax.set_ylabel("success rate")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
+    panels = [[m for m in summary["curves"] if summary["curves"][m] and uses_ds(m) == ds] for ds in (False, True)]
+    panels = [p for p in panels if p]
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(7.5 * max(len(panels), 1), 4.8), squeeze=False)
+    for ax, methods in zip(axes[0], panels):
+        for method in methods:
+            runs = summary["curves"][method]
+            smoothed = np.stack([moving_average(r, smooth) for r in runs])
+            its = np.arange(1, smoothed.shape[1] + 1)
+            mean, std = smoothed.mean(0), smoothed.std(0)
+            line, = ax.plot(its, mean, color=COLORS.get(parse_method(method)[0]), ls=_line_style(method), lw=2,
+                            label=f"{variant_label(method)} (n={len(runs)})")
+            color = line.get_color()
+            ax.fill_between(its, mean - std, mean + std, color=color, alpha=0.12, lw=0)
+            finals = [run[-1][1] for run in summary["evals"][method] if run]
+            if finals:
+                ax.errorbar([its[-1] + 2], [np.mean(finals)], yerr=[np.std(finals)], color=color, marker="o",
+                            capsize=3, lw=1)
+        if summary["random_policy_success"] is not None:
+            ax.axhline(summary["random_policy_success"], color="gray", ls="--", lw=1,
+                       label=f"random policy ({summary['random_policy_success']:.2f})")
+        ds = uses_ds(methods[0])
+        ax.set_title(f"{summary['task']}{' with dynamic sampling' if ds else ''}: train success (moving "
+                     f"average {smooth}), mean ± std over seeds; dot = final greedy eval", fontsize=9)
+        ax.set_xlabel("iteration (16 tasks x 8 rollouts; + extra rounds with dynamic sampling)")
+        ax.set_ylabel("success rate")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -422,7 +530,12 @@ def write_report(cfg: LearningConfig) -> dict[str, Any]:
         kept = [t for t in json.loads(previous.read_text()).get("tasks", [])
                 if t["task"] not in covered and "command" in t]
     tasks = sorted(kept + fresh, key=lambda t: list(TASKS).index(t["task"]) if t["task"] in TASKS else len(TASKS))
-    sections = [f"{markdown_table(t)}\n\nCommand: `{t['command']}`" for t in tasks]
+    sections = []
+    for t in tasks:
+        goal = goal_table(t, TASKS.get(t["task"], {}).get("graphgpo_chosen", ""))
+        goal = (f"\n\nGoal check (final greedy success; GraphGPO with its chosen options "
+                f"`{TASKS[t['task']]['graphgpo_chosen']}`):\n\n{goal}") if goal else ""
+        sections.append(f"{markdown_table(t)}{goal}\n\nCommand: `{t['command']}`")
     header = ("# Learning comparison\n\nMean ± std over seeds (runs that reached the budget). Same seed = same "
               "initial weights and the same tasks at every iteration for every method.\n")
     (out / "learning.md").write_text(header + "\n" + "\n\n".join(sections) + "\n", encoding="utf-8")

@@ -57,6 +57,8 @@ class StepBatch:
     group_labels / traj_labels: the original ids, indexed by dense id (a list from records, an int64
     tensor from tensors); their length gives num_groups / num_trajs without a device sync.
     collisions: (key, object_a, object_b) for distinct states that share a 64-bit key.
+    state_objects: key -> the state object it was hashed from (``from_records`` and ``from_columns``; similarity merge
+    reads the text of states from it); None for batches built from tensors.
     """
 
     group: torch.Tensor
@@ -72,6 +74,7 @@ class StepBatch:
     group_labels: list | torch.Tensor | None = None
     traj_labels: list | torch.Tensor | None = None
     collisions: tuple = field(default=())
+    state_objects: Mapping[int, Any] | None = None
 
     # ---------------------------------------------------------------------------------------------
     @property
@@ -190,7 +193,7 @@ class StepBatch:
                           KeyCollisionWarning, stacklevel=3)
         tensors = {k: (torch.from_numpy(v).to(device) if v is not None else None) for k, v in arrays.items()}
         batch = cls(**tensors, group_labels=group_labels, traj_labels=traj_labels,
-                    collisions=tuple(hasher.collisions))
+                    collisions=tuple(hasher.collisions), state_objects=hasher.objects)
         _validate(batch)
         return batch
 

@@ -50,6 +50,13 @@ WEIGHT_LIMIT = 1e6
 """Bound of |step_weight| and |episode_weight|: keeps weighted advantages inside float32."""
 
 
+def _check_similarity(value: Any) -> None:
+    if value is not None:
+        from graphgpo.similarity import check_threshold
+
+        check_threshold(value)
+
+
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
@@ -80,8 +87,15 @@ class GraphGPOConfig:
     "progress": r_succ*omega**(d(next)-d(state)+1) (recipe's normalize_distance=True)."""
     eps: float = 1e-6
     """Added to the std in the denominator, > 0."""
+    similarity: float | None = None
+    """Similarity merge of near-duplicate text states (recipe ``enable_similarity`` / ``similarity_thresh``):
+    None = exact state identity (recipe default); a threshold in (0, 1) (recipe 0.95, 0.9 for search QA)
+    merges a state into the first cluster of its group whose representative reaches
+    ``difflib.SequenceMatcher(None, state, representative).ratio() >= similarity``, greedily in row order, in
+    two passes (graph nodes, step groups; graphgpo.similarity). Needs a batch from records with str states."""
 
     def __post_init__(self) -> None:
+        _check_similarity(self.similarity)
         _check_number("omega", self.omega, low=0.0, low_open=True, high=1.0)
         _check_number("r_succ", self.r_succ, low=0.0, low_open=True, high=NUMBER_LIMIT)
         _check_number("invalid_penalty", self.invalid_penalty, low=0.0, high=NUMBER_LIMIT)
@@ -112,8 +126,12 @@ class GiGPOConfig:
     """Episode statistics over every row's score ("cross_steps") or one value per trajectory."""
     eps: float = 1e-6
     """Added to the std in the denominator, > 0."""
+    similarity: float | None = None
+    """Similarity merge of near-duplicate text states in the step groups (recipe ``enable_similarity``):
+    None = exact identity; a threshold in (0, 1) (see GraphGPOConfig.similarity)."""
 
     def __post_init__(self) -> None:
+        _check_similarity(self.similarity)
         _check_number("gamma", self.gamma, low=0.0, high=1.0)
         _check_number("invalid_penalty", self.invalid_penalty, low=0.0, high=NUMBER_LIMIT)
         _check_number("step_weight", self.step_weight, low=-WEIGHT_LIMIT, high=WEIGHT_LIMIT)

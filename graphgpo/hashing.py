@@ -236,6 +236,11 @@ class KeyHasher:
     def __call__(self, obj: Any) -> int:
         return int(self.keys((obj,))[0])
 
+    @property
+    def objects(self) -> dict[int, Any]:
+        """key -> the first object hashed to it (so a batch can keep the text of its states)."""
+        return self._owner
+
     def keys(self, objs: Sequence) -> np.ndarray:
         """int64 keys of a column of state objects (a sequence or a numpy array), hashing each distinct object
         once."""

@@ -1,4 +1,4 @@
-"""``AdvantageOutput``: what every backend returns (docs/CONTRACT.md)."""
+"""``AdvantageOutput``: what every backend returns."""
 
 from __future__ import annotations
 

@@ -35,8 +35,9 @@ environment answers as it does (e.g. "Nothing happens.").
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Sequence
+import warnings
+from dataclasses import dataclass, field, replace
+from typing import Callable, Sequence
 
 __all__ = [
     "PromptContext",
@@ -82,27 +83,67 @@ def project_action(text: str, vocabulary: Sequence[str] | None, *, mode: str = "
 
     ``vocabulary`` is the set of allowed actions (Sokoban's moves, a task's admissible commands); None
     accepts any non-empty action. A valid action is returned as spelled in the vocabulary.
+
+    Real model answers are matched leniently where the meaning is unambiguous (``resolve_command``): the
+    answer may carry quotes, trailing punctuation or an "action:" label; an answer block may hold extra words
+    around exactly one admissible command ("<action>move up</action>" -> "up", "<action>I go south
+    now.</action>" -> "go south"); an answer without ``<action>`` tags counts when, outside the
+    ``<think>`` block, it is exactly one command (then the think rule applies as for a tagged answer).
     """
     if mode not in ("tags", "bare"):
         raise ValueError(f"mode: expected 'tags' or 'bare', got {mode!r}")
     if mode == "bare":
-        candidate = _normalise(text)
+        candidate, contained = text, True
         reason = ""
     else:
         matches = _ACTION_RE.findall(text)
-        if not matches:
-            # No answer block: keep a tail of the raw text for environments that take it anyway.
-            return Projection(_normalise(text)[-_MAX_PASSTHROUGH_CHARS:], False, "missing_action_tag")
-        candidate = _normalise(matches[-1])
-        reason = "" if (not require_think or _THINK_RE.search(text)) else "missing_think_tag"
-    if not candidate:
+        has_think = bool(_THINK_RE.search(text))
+        if matches:
+            candidate, contained = matches[-1], True
+        else:
+            untagged = _THINK_RE.sub(" ", text)
+            exact = resolve_command(untagged, vocabulary, contained=False) if vocabulary is not None else None
+            if exact is None:
+                # No answer block: keep a tail of the raw text for environments that take it anyway.
+                return Projection(_normalise(text)[-_MAX_PASSTHROUGH_CHARS:], False, "missing_action_tag")
+            candidate, contained = exact, False
+        reason = "" if (not require_think or has_think) else "missing_think_tag"
+    if not _normalise(candidate):
         return Projection("", False, "empty_action")
-    if vocabulary is not None:
-        lookup = {_normalise(a): a for a in vocabulary}
-        if candidate not in lookup:
-            return Projection(candidate, False, reason or "not_in_vocabulary")
-        candidate = lookup[candidate]
-    return Projection(candidate, not reason, reason)
+    if vocabulary is None:
+        return Projection(_normalise(candidate), not reason, reason)
+    command = resolve_command(candidate, vocabulary, contained=contained)
+    if command is None:
+        return Projection(_normalise(candidate), False, reason or "not_in_vocabulary")
+    return Projection(command, not reason, reason)
+
+
+_LABEL_RE = re.compile(r"^(?:the\s+)?(?:next\s+)?(?:action|answer|command|move)\s*(?:is)?\s*[:=-]?\s*", re.IGNORECASE)
+_EDGE_PUNCTUATION = "'\"`*.,;:!?()[]{} \t\n"
+
+
+def resolve_command(text: str, vocabulary: Sequence[str], *, contained: bool = True) -> str | None:
+    """The entry of ``vocabulary`` that ``text`` names, or None when it names none or several.
+
+    Exact match first (case and whitespace ignored), then without surrounding quotes/punctuation and an
+    "action:" label; with ``contained``, the one entry that appears in ``text`` as whole words (entries
+    inside an occurrence of a longer matching entry do not count: "take apple 1 from table 2" names that
+    command, not "take apple 1"; "go to cabinet 10" never matches "go to cabinet 1")."""
+    lookup = {_normalise(a): a for a in vocabulary}
+    candidate = _normalise(text)
+    if candidate in lookup:
+        return lookup[candidate]
+    stripped = _normalise(_LABEL_RE.sub("", candidate.strip(_EDGE_PUNCTUATION)).strip(_EDGE_PUNCTUATION))
+    if stripped in lookup:
+        return lookup[stripped]
+    if not contained:
+        return None
+    spans = {key: [m.span() for m in re.finditer(rf"(?<![\w#]){re.escape(key)}(?!\w)", candidate)]
+             for key in lookup}
+    occurrences = [(a, b, key) for key, found in spans.items() for a, b in found]
+    named = {key for a, b, key in occurrences
+             if not any(a2 <= a and b <= b2 and b2 - a2 > b - a for a2, b2, _ in occurrences)}
+    return lookup[named.pop()] if len(named) == 1 else None
 
 
 @dataclass(frozen=True)
@@ -161,7 +202,40 @@ class PromptTemplate:
     def vocabulary(self, admissible_actions: Sequence[str] | None) -> Sequence[str] | None:
         return self.fixed_vocabulary if self.fixed_vocabulary is not None else admissible_actions
 
-    def render(self, ctx: PromptContext) -> str:
+    def choices(self, admissible_actions: Sequence[str] | None) -> list[str]:
+        """The commands a choice policy picks from (``action_mode=choose``): a numbered menu's admissible
+        commands, the fixed moves (Sokoban), or the admissible commands."""
+        choices = list(admissible_actions or ()) if self.numbered_actions else list(
+            self.vocabulary(admissible_actions) or ())
+        if not choices:
+            raise ValueError(f"{self.name}: the environment lists no admissible actions to choose from")
+        return choices
+
+    def for_choice(self) -> "PromptTemplate":
+        """The template of ``action_mode=choose``: the same prompt, but the answer is one admissible command
+        and nothing else (no <think>/<action> tags: the policy scores the commands themselves)."""
+        if self.style == "compact":
+            return self
+        return replace(self, parse_mode="bare", require_think=False)
+
+    def render(self, ctx: PromptContext, fits: Callable[[str], bool] | None = None) -> str:
+        """The prompt of ``ctx``. ``fits`` (e.g. "at most max_prompt_length tokens"): while the prompt does
+        not fit, the oldest history turn is dropped (with a warning), so an overlong prompt loses history,
+        never part of the current observation."""
+        text = self._render(ctx, self.history_length)
+        if fits is None or fits(text):
+            return text
+        shown = min(self.history_length, len(ctx.history)) if self.style == "full" else 0
+        for keep in range(shown - 1, -1, -1):
+            text = self._render(ctx, keep)
+            if fits(text):
+                warnings.warn(f"{self.name}: a prompt over the length limit left out its {shown - keep} oldest "
+                              f"history turn(s)", stacklevel=2)
+                return text
+        warnings.warn(f"{self.name}: a prompt is over the length limit even without history", stacklevel=2)
+        return text
+
+    def _render(self, ctx: PromptContext, history_length: int) -> str:
         if self.style == "compact" and self.numbered_actions:
             return self._render_menu(ctx)
         if self.style == "compact":
@@ -169,7 +243,7 @@ class PromptTemplate:
         parts = [self.intro.strip()] if self.intro else []
         if ctx.task:
             parts.append(f"Your task: {ctx.task.strip()}")
-        recent = list(ctx.history)[-self.history_length:] if self.history_length else []
+        recent = list(ctx.history)[-history_length:] if history_length else []
         if recent:
             first = ctx.step - len(recent)
             lines = [f"Prior to this step, you have taken {ctx.step} step(s). "
@@ -232,7 +306,7 @@ _TEXTWORLD_INTRO = (
     "You are an expert agent playing a text adventure game. Explore, use objects and complete the task "
     "described below with as few actions as possible."
 )
-_ALFWORLD_INTRO = "You are an expert agent operating in the ALFRED embodied household environment."
+_ALFWORLD_INTRO = "You are an expert agent operating in the ALFRED Embodied Environment."  # the recipe's words
 _WEBSHOP_INTRO = "You are an expert autonomous agent shopping on a website to buy a product that fits the instruction."
 
 _SOKOBAN_MOVES = ("up", "down", "left", "right")
@@ -272,7 +346,5 @@ def get_template(env_name: str, style: str = "full", *, max_choices: int | None 
             raise ValueError(f"max_choices: must be >= 1, got {max_choices}")
         overrides["fixed_vocabulary"] = choice_tokens(max_choices)
     if overrides:
-        from dataclasses import replace
-
         template = replace(template, **overrides)
     return template

@@ -33,7 +33,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-from .prompting import PromptContext, PromptTemplate, get_template
+from .prompting import Projection, PromptContext, PromptTemplate, get_template
 
 __all__ = ["TextGeneration", "RandomPolicy", "RolloutResult", "collect_rollouts"]
 
@@ -81,11 +81,15 @@ def _default_template(manager) -> PromptTemplate:
 def collect_rollouts(manager, policy: Callable[[list[str]], Sequence[Any]], *,
                      task_seeds: Iterable[int] | None = None, num_tasks: int | None = None, seed: int = 0,
                      template: PromptTemplate | None = None, success_reward: float = 10.0,
-                     device: str = "cpu", progress: bool = False) -> RolloutResult:
+                     device: str = "cpu", progress: bool = False,
+                     prompt_fits: Callable[[str], bool] | None = None) -> RolloutResult:
     """Play one batch of episodes with ``policy`` and return the rows.
 
     Tasks: ``task_seeds`` (one group per seed), or ``num_tasks`` seeds drawn from ``seed``.
     ``template`` defaults to the environment's template (compact when the env renders compactly).
+    ``prompt_fits``: length check of a prompt; overlong prompts leave out their oldest history turns.
+    A policy with ``chooses_actions`` (the choice policy) is called as ``policy(prompts, commands)`` with
+    each prompt's commands (``template.choices``) and answers one of them: always valid.
     """
     if task_seeds is None:
         if num_tasks is None or num_tasks < 1:
@@ -109,6 +113,7 @@ def collect_rollouts(manager, policy: Callable[[list[str]], Sequence[Any]], *,
         from tqdm import tqdm
 
         bar = tqdm(total=manager.config.max_steps, desc="rollout", leave=False)
+    chooses = getattr(policy, "chooses_actions", False)
     while manager.active:
         active = manager.active
         prompts = []
@@ -116,13 +121,22 @@ def collect_rollouts(manager, policy: Callable[[list[str]], Sequence[Any]], *,
             s = current[i]
             ctx = PromptContext(observation=s.observation, step=len(rows[i]), task=task[i], history=history[i],
                                 admissible_actions=s.info.get("admissible_actions"))
-            prompts.append(template.render(ctx))
-        generations = list(policy(prompts))
+            prompts.append(template.render(ctx, prompt_fits))
+        if chooses:
+            commands = [template.choices(current[i].info.get("admissible_actions")) for i in active]
+            generations = list(policy(prompts, commands))
+        else:
+            generations = list(policy(prompts))
         if len(generations) != len(prompts):
             raise ValueError(f"policy returned {len(generations)} generations for {len(prompts)} prompts")
         actions, projections = {}, {}
-        for i, gen in zip(active, generations):
-            proj = template.project(gen.text, current[i].info.get("admissible_actions"))
+        for turn, (i, gen) in enumerate(zip(active, generations)):
+            if chooses:
+                if gen.text not in commands[turn]:
+                    raise ValueError(f"environment {i}: the choice policy answered {gen.text!r}, not a listed command")
+                proj = Projection(gen.text, True)
+            else:
+                proj = template.project(gen.text, current[i].info.get("admissible_actions"))
             projections[i] = proj
             actions[i] = template.action_to_execute(proj)
         results = manager.step(actions)
@@ -159,16 +173,22 @@ def collect_rollouts(manager, policy: Callable[[list[str]], Sequence[Any]], *,
     from .batch import StepBatch  # imported late: the batch module pulls in torch
 
     batch = StepBatch.from_records(records, device=device)
-    num_rows = max(len(records), 1)
-    stats = {
-        "success_rate": sum(won) / n,
-        "mean_length": sum(lengths) / n,
-        "mean_return": sum(returns) / n,
-        "invalid_rate": sum(1 for r in records if not r["valid"]) / num_rows,
-    }
     return RolloutResult(records=records, batch=batch, prompts=prompts_out, generations=gens_out,
                          actions=actions_out, success=list(won), returns=returns, lengths=lengths,
-                         task_seeds=task_seeds, task_types=task_types, stats=stats)
+                         task_seeds=task_seeds, task_types=task_types,
+                         stats=episode_stats(records, won, lengths, returns))
+
+
+def episode_stats(records: Sequence[dict], success: Sequence[bool], lengths: Sequence[int],
+                  returns: Sequence[float]) -> dict[str, float]:
+    """RolloutResult.stats: success_rate, mean_length, mean_return (per episode), invalid_rate (per row)."""
+    episodes, rows = max(len(success), 1), max(len(records), 1)
+    return {
+        "success_rate": sum(success) / episodes,
+        "mean_length": sum(lengths) / episodes,
+        "mean_return": sum(returns) / episodes,
+        "invalid_rate": sum(1 for r in records if not r["valid"]) / rows,
+    }
 
 
 def success_by_task_type(result: RolloutResult) -> dict[str, float]:

@@ -2,7 +2,7 @@
 
 One program hashes ``BLOCK_R`` rows, walking the columns in tiles of ``BLOCK_C``. Every lane works in
 uint64, where Triton's multiply wraps mod 2**64 and ``>>`` is logical, exactly as the definition asks
-(docs/CONTRACT.md, "Hashing"). The per-row sum is order-free (addition mod 2**64), so tiling cannot change
+(graphgpo/hashing.py). The per-row sum is order-free (addition mod 2**64), so tiling cannot change
 the bits. One launch per call; the tokens are read once.
 """
 

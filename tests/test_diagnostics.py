@@ -117,3 +117,15 @@ def test_table_mentions_every_method():
     text = diagnose(loop_example(), 0.5).table()
     for method in ("graphgpo", "gigpo", "grpo", "rloo"):
         assert method in text
+
+
+def test_json_of_diagnostics_without_some_steps_is_strict_json():
+    import json
+
+    # One failed trajectory only: no successful steps, so the success-side ratios have nothing to count.
+    diag = diagnose(traj_rows(0, 1, ["A", "B", "C"], False), 0.5)
+    data = diag.as_dict()
+    text = json.dumps(data, allow_nan=False)  # NaN would raise here
+    assert data["non_progress_share"] is None and data["per_method"]["grpo"]["progress_mean_advantage"] is None
+    assert json.loads(text)["failed_steps"] == 2
+    assert "n/a" in diag.table()

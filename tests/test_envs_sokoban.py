@@ -266,3 +266,13 @@ def test_same_seed_same_room_across_env_instances():
     b = envs.make("sokoban", seed=99)
     assert a.reset(seed=5) == b.reset(seed=5)
     assert isinstance(a.level, SokobanLevel)
+
+
+def test_an_already_solved_level_is_refused_not_paid(tmp_path):
+    # Every box on its target before any move: the first move used to "solve" it and pay -0.1 + 10 = +9.9.
+    with pytest.raises(ValueError, match="already solved"):
+        SokobanEnv(level="#####\n#@* #\n#####")
+    path = tmp_path / "levels.txt"
+    path.write_text("; first\n#####\n#@$.#\n#####\n\n; second\n#####\n#@* #\n#####\n")
+    with pytest.raises(ValueError, match=r"levels\.txt, level 2 .*already solved"):
+        SokobanEnv(levels_file=str(path))

@@ -1,4 +1,4 @@
-"""TextWorld environment (generated offline games) and the ALFWorld state key on recorded text.
+"""TextWorld environment (generated offline games).
 
 Games are generated once per test session into a temporary cache (a few seconds each: Inform 7).
 """
@@ -6,7 +6,6 @@ Games are generated once per test session into a temporary cache (a few seconds 
 import pytest
 
 import graphgpo.envs as envs
-from graphgpo.envs.alfworld import AlfWorldTracker, alfworld_state_key, track
 
 textworld = pytest.importorskip("textworld", reason="textworld is not installed (pip install textworld)")
 
@@ -149,73 +148,7 @@ def test_random_menu_policy_plays_valid_commands_only(tw_cache):
     assert all(a in p.rpartition(" ; ")[2] for a, p in zip(result.actions, result.prompts))
 
 
-# ------------------------------------------------------------------------------- ALFWorld state key
-# Observations recorded from ALFWorld transcripts (format of the released game engine).
-ALF_START = ("-= Welcome to TextWorld, ALFRED! =-\n\nYou are in the middle of a room. Looking quickly around "
-             "you, you see a cabinet 1, a countertop 1, a fridge 1, a microwave 1, and a sinkbasin 1.\n\n"
-             "Your task is to: put a hot apple in fridge.")
-ADMISSIBLE = ["go to cabinet 1", "go to countertop 1", "go to fridge 1", "go to microwave 1", "inventory", "look"]
-
-
-def run_tracker(steps):
-    tracker = AlfWorldTracker()
-    for action, obs in steps:
-        tracker = track(tracker, action, obs)
-    return tracker
-
-
-def test_tracker_follows_location_items_and_states():
-    tracker = run_tracker([
-        ("go to countertop 1", "You arrive at loc 12. On the countertop 1, you see a apple 1, and a knife 1."),
-        ("take apple 1 from countertop 1", "You pick up the apple 1 from the countertop 1."),
-        ("go to microwave 1", "You arrive at microwave 1. The microwave 1 is closed."),
-        ("open microwave 1", "You open the microwave 1. The microwave 1 is open. In it, you see nothing."),
-        ("heat apple 1 with microwave 1", "You heat the apple 1 using the microwave 1."),
-        ("go to fridge 1", "You arrive at fridge 1. The fridge 1 is closed."),
-        ("open fridge 1", "You open the fridge 1. The fridge 1 is open. In it, you see a egg 2."),
-        ("put apple 1 in/on fridge 1", "You put the apple 1 in/on the fridge 1."),
-        ("close microwave 1", "Nothing happens."),
-    ])
-    assert tracker == AlfWorldTracker(
-        location="fridge 1", held=None,
-        item_states=(("apple 1", "hot"), ("fridge 1", "open"), ("microwave 1", "open")),
-        moves=(("apple 1", "fridge 1"),))
-
-
-def test_tracker_holding_and_lamp():
-    tracker = run_tracker([
-        ("go to desk 1", "You arrive at desk 1. On the desk 1, you see a desklamp 1, and a pen 2."),
-        ("take pen 2 from desk 1", "You pick up the pen 2 from the desk 1."),
-        ("use desklamp 1", "You turn on the desklamp 1."),
-        ("close desk 1", "You close the desk 1."),
-    ])
-    assert (tracker.location, tracker.held) == ("desk 1", "pen 2")
-    assert tracker.item_states == (("desk 1", "closed"), ("desklamp 1", "on"))
-
-
-def test_state_key_separates_identical_text():
-    arrive = "You arrive at loc 3. The fridge 1 is closed."
-    empty_handed = run_tracker([("go to fridge 1", arrive)])
-    holding = run_tracker([
-        ("go to countertop 1", "You arrive at loc 12. On the countertop 1, you see a apple 1."),
-        ("take apple 1 from countertop 1", "You pick up the apple 1 from the countertop 1."),
-        ("go to fridge 1", arrive),
-    ])
-    key_a = alfworld_state_key(arrive, empty_handed, ADMISSIBLE)
-    key_b = alfworld_state_key(arrive, holding, ADMISSIBLE)
-    assert key_a != key_b and key_a[0] == key_b[0]
-    # Command order does not matter; the same history gives the same key.
-    assert alfworld_state_key(arrive, empty_handed, ADMISSIBLE[::-1]) == key_a
-    assert alfworld_state_key(" " + arrive + "\n", run_tracker([("go to fridge 1", arrive)]), ADMISSIBLE) == key_a
-    assert alfworld_state_key(ALF_START, AlfWorldTracker(), ADMISSIBLE)[1:3] == ("middle of room", "")
-
-
-def test_seams_explain_what_to_install():
-    try:
-        import alfworld  # noqa: F401
-    except ImportError:
-        with pytest.raises(ImportError, match="pip install alfworld"):
-            envs.make("alfworld")
+def test_webshop_seam_explains_what_to_install():
     try:
         import web_agent_site  # noqa: F401
     except ImportError:
@@ -223,11 +156,10 @@ def test_seams_explain_what_to_install():
             envs.make("webshop")
 
 
-def test_alfworld_task_type_from_game_path():
-    from graphgpo.envs.alfworld import alfworld_task_type
+@pytest.mark.parametrize("field, value", [("game_pool_size", 2.5), ("game_pool_size", True), ("game_pool_size", "4"),
+                                          ("game_pool_size", 0), ("nb_rooms", 1.5), ("game_pool_offset", -1)])
+def test_counts_must_be_integers(field, value):
+    from graphgpo.envs.textworld_env import TextWorldConfig
 
-    path = "/data/json_2.1.1/valid_seen/pick_clean_then_place_in_recep-Mug-None-CoffeeMachine-10/trial_T2019/game.tw-pddl"
-    assert alfworld_task_type(path) == "pick_clean_then_place_in_recep"
-    assert alfworld_task_type("x/pick_two_obj_and_place-Book-None-Shelf-3/t/game.tw-pddl") == "pick_two_obj_and_place"
-    with pytest.raises(ValueError, match="no ALFWorld task type"):
-        alfworld_task_type("x/somewhere/game.tw-pddl")
+    with pytest.raises(ValueError, match=f"{field}: must be an integer"):
+        TextWorldConfig(**{field: value})

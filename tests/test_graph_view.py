@@ -8,8 +8,10 @@ import pytest
 
 from graphgpo import StepBatch
 from graphgpo.analysis.diagnostics import compute_method_outputs
-from graphgpo.analysis.graph_view import (build_group_graph, graph_html, plot_group_graph, state_labels,
-                                          viz_main)
+from graphgpo.analysis.graph import build_group_graph, state_labels
+from graphgpo.analysis.graph_html import graph_html
+from graphgpo.analysis.graph_plot import plot_group_graph
+from graphgpo.cli import main
 from test_diagnostics import spec_example, traj_rows
 
 
@@ -109,14 +111,14 @@ def test_png_svg_and_html_are_written(tmp_path):
     assert "<script src" not in page and "http" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
 
 
-def test_viz_main_without_checkpoint_uses_a_random_policy(tmp_path, capsys):
+def test_viz_without_checkpoint_uses_a_random_policy(tmp_path, capsys):
     from graphgpo.trainer.config import TrainConfig
 
     run = tmp_path / "run"
     run.mkdir()
     cfg = TrainConfig(num_generations=4, output_dir=str(run))
     (run / "config.yaml").write_text(cfg.to_yaml())
-    assert viz_main([str(run), "--task", "2", "--out", str(tmp_path / "viz")]) == 0
+    assert main(["viz", str(run), "--task", "2", "--out", str(tmp_path / "viz")]) == 0
     for suffix in (".png", ".svg", ".html", "_diagnostics.json"):
         assert (tmp_path / "viz" / f"task2{suffix}").is_file()
     info = json.loads((tmp_path / "viz" / "task2_diagnostics.json").read_text())

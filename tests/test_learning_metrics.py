@@ -85,3 +85,67 @@ def test_heldout_column_and_report_keeps_other_tasks(tmp_path):
     text = (out / "learning.md").read_text()
     assert "### sokoban-easy" in text and "### textworld" in text
     assert "held-out games after training" not in markdown_table(report["tasks"][0])
+
+
+def test_variant_labels_and_comparators():
+    from benchmarks.learning import comparator, shares_baseline, uses_ds, variant_label
+
+    spec = "graphgpo@advantage.omega=0.95,filter_groups.enable=true"
+    assert variant_label(spec) == "graphgpo ω=0.95 +DS" and uses_ds(spec)
+    assert variant_label("graphgpo@filter_groups.enable=true,advantage.memory=true,advantage.backend=reference") \
+        == "graphgpo +DS +memory"
+    assert variant_label("gigpo@advantage.options.normalize=mean") == "gigpo normalize=mean"
+    assert comparator(spec, "gigpo") == "gigpo@filter_groups.enable=true"
+    assert comparator("graphgpo@advantage.omega=0.95", "grpo") == "grpo"
+    cfg = LearningConfig().validate()
+    assert shares_baseline(cfg, spec) and shares_baseline(cfg, "grpo")
+    assert not shares_baseline(cfg, "grpo@max_steps=20")  # a longer episode changes the random policy's success
+    assert not shares_baseline(LearningConfig(overrides=["eval_tasks=8"]).validate(), "grpo")
+
+
+def test_paired_differences_at_the_same_ds_setting_and_the_goal_table(tmp_path):
+    from benchmarks.learning import goal_table
+
+    ds = "filter_groups.enable=true"
+    ours, ours_ds = "graphgpo@advantage.omega=0.95", f"graphgpo@advantage.omega=0.95,{ds}"
+    methods = ["grpo", "gigpo", ours, f"grpo@{ds}", f"gigpo@{ds}", ours_ds]
+    cfg = LearningConfig(tasks=["sokoban-easy"], methods=methods, seeds=[0, 1], iterations=2, smooth=1,
+                         run_root=str(tmp_path), out=str(tmp_path / "out")).validate()
+    finals = {"grpo": (0.2, 0.3), "gigpo": (0.5, 0.4), ours: (0.6, 0.4),
+              f"grpo@{ds}": (0.3, 0.3), f"gigpo@{ds}": (0.6, 0.7), ours_ds: (0.5, 0.6)}
+    for method, values in finals.items():
+        for seed, value in enumerate(values):
+            _write_run(cfg, method, seed, [0.2, 0.4], value)
+            run = run_dir_for(cfg, "sokoban-easy", method, seed)
+            rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+            for row in rows:
+                row["episodes_rolled_out"] = 256 if ds in method else 128
+            (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    s = summarise_task(cfg, "sokoban-easy")
+    m = s["methods"]
+    # without DS: ours - gigpo = (0.1, 0.0), ours - grpo = (0.4, 0.1); with DS against the DS baselines
+    assert m[ours]["final_eval_success_minus_gigpo"]["mean"] == pytest.approx(0.05)
+    assert m[ours]["final_eval_success_minus_grpo"]["mean"] == pytest.approx(0.25)
+    assert m[ours_ds]["final_eval_success_minus_gigpo"]["mean"] == pytest.approx(-0.1)
+    assert m[ours_ds]["final_eval_success_minus_grpo"]["mean"] == pytest.approx(0.25)
+    assert "final_eval_success_minus_gigpo" not in m["gigpo"]
+    assert m[ours_ds]["episodes_per_iteration"]["mean"] == 256 and m["grpo"]["episodes_per_iteration"]["mean"] == 128
+    table = goal_table(s, "advantage.omega=0.95")
+    off, on = table.splitlines()[2:]
+    # off: ours 0.5 >= gigpo 0.45 > grpo 0.25 -> holds; on: ours 0.55 < gigpo 0.65 -> does not
+    assert off.startswith("| off") and off.endswith("| yes |") and "0.050 ± 0.071" in off
+    assert on.startswith("| on") and on.endswith("| no |") and "-0.100 ± 0.000" in on
+    assert "graphgpo ω=0.95 +DS" in markdown_table(s)
+    write_report(cfg)
+    assert (tmp_path / "out" / "sokoban-easy.png").stat().st_size > 0
+    assert "Goal check" in (tmp_path / "out" / "learning.md").read_text()
+
+
+def test_extending_the_budget_stretches_the_learning_rate_decay(tmp_path):
+    """A resumed run keeps its decay length unless told otherwise; learning.py's --iterations sets both."""
+    from benchmarks.learning import train_config
+
+    for iterations in (100, 150):
+        cfg = LearningConfig(tasks=["sokoban-easy"], iterations=iterations, run_root=str(tmp_path)).validate()
+        tc = train_config(cfg, "sokoban-easy", "graphgpo@filter_groups.enable=true", 0)
+        assert tc.num_iterations == tc.lr_decay_iterations == iterations and tc.filter_groups.enable

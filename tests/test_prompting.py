@@ -15,11 +15,17 @@ MOVES = ["up", "down", "left", "right"]
     # The last action block counts.
     ("<think>x</think><action>up</action> no wait <action>down</action>", Projection("down", True, "")),
     ("<think>x</think><action></action>", Projection("", False, "empty_action")),
-    ("<think>x</think><action>move left</action>", Projection("move left", False, "not_in_vocabulary")),
+    # Extra words around exactly one admissible move inside the answer block.
+    ("<think>x</think><action>move left</action>", Projection("left", True, "")),
+    ("<think>x</think><action>I choose 'up'.</action>", Projection("up", True, "")),
     ("<think>x</think><action>left right</action>", Projection("left right", False, "not_in_vocabulary")),
     ("<think>x</think><action>上</action>", Projection("上", False, "not_in_vocabulary")),
     ("<action>left</action>", Projection("left", False, "missing_think_tag")),
-    ("<think>x</think> left", Projection("<think>x</think> left", False, "missing_action_tag")),
+    # No action tags, but the answer outside <think> is exactly one move (quotes, a label allowed).
+    ("<think>x</think> left", Projection("left", True, "")),
+    ("<think>x</think>\nAction: 'Up'.", Projection("up", True, "")),
+    ("left", Projection("left", False, "missing_think_tag")),
+    ("<think>x</think> I would go left", Projection("<think>x</think> i would go left", False, "missing_action_tag")),
     ("<think>x</think><action>left", Projection("<think>x</think><action>left", False, "missing_action_tag")),
     ("", Projection("", False, "missing_action_tag")),
 ])
@@ -45,7 +51,8 @@ def test_admissible_commands_are_returned_as_spelled():
     ("up", Projection("up", True, "")),
     (" Right\n", Projection("right", True, "")),
     ("up down", Projection("up down", False, "not_in_vocabulary")),
-    ("<action>up</action>", Projection("<action>up</action>", False, "not_in_vocabulary")),
+    ("<action>up</action>", Projection("up", True, "")),
+    ("up.", Projection("up", True, "")),
     ("", Projection("", False, "empty_action")),
 ])
 def test_bare_projection(text, expected):
@@ -150,3 +157,52 @@ def test_numbered_menu_longer_than_the_choice_tokens_is_an_error_naming_the_step
         get_template("sokoban", max_choices=3)
     with pytest.raises(ValueError, match="max_choices: must be >= 1"):
         get_template("textworld", "compact", max_choices=0)
+
+
+# ------------------------------------------------------------------ real answers of SmolLM2-135M-Instruct
+# Recorded from `benchmarks/smollm2_zero_shot.py` (recipe templates, chat template, 64 new tokens): the
+# model echoes the prompt's step line or rambles, and never writes the tags.
+SMOLLM2_SOKOBAN_GREEDY = ("You are at step 2 and your current observation is:\nSymbols: # wall, _ floor, O target, "
+                          "X box, √ box on target, P you (the player), S you on a target.\n#######\n#_____#\n")
+SMOLLM2_SOKOBAN_SAMPLED = "The take the turning left to pull <ENDARPUBARECTIONAL SERIAL_2> to the right."
+SMOLLM2_TEXTWORLD_SAMPLED = ("You've just begun. Stopping yourself to examine something without any instructions.\n\n"
+                             "The series of three steps is 'examine banana', 'examine bowl', and 'examine shelf'.")
+
+
+@pytest.mark.parametrize("text, vocabulary", [
+    (SMOLLM2_SOKOBAN_GREEDY, MOVES),
+    (SMOLLM2_SOKOBAN_SAMPLED, MOVES),  # two moves named, no answer: not guessed
+    (SMOLLM2_TEXTWORLD_SAMPLED, ["examine banana", "examine bowl", "examine shelf", "take banana"]),
+])
+def test_real_smollm2_answers_without_an_answer_are_invalid(text, vocabulary):
+    projection = project_action(text, vocabulary)
+    assert not projection.valid and projection.reason == "missing_action_tag"
+    assert get_template("textworld").action_to_execute(projection) == projection.action  # passed through
+
+
+def test_admissible_commands_inside_answers_are_matched_as_whole_commands():
+    vocab = ["go to cabinet 1", "go to cabinet 10", "take apple 1 from countertop 2", "take apple 1"]
+    assert project_action("<think>t</think><action>I will go to cabinet 10.</action>", vocab).action == "go to cabinet 10"
+    assert project_action("<think>t</think><action>go to cabinet 1</action>", vocab).action == "go to cabinet 1"
+    # the longer command wins over the one it contains
+    assert project_action("<think>t</think><action>take apple 1 from countertop 2</action>",
+                          vocab).action == "take apple 1 from countertop 2"
+    both = project_action("<think>t</think><action>go to cabinet 1 or go to cabinet 10</action>", vocab)
+    assert not both.valid and both.reason == "not_in_vocabulary"
+
+
+def test_an_overlong_prompt_leaves_out_its_oldest_history_with_a_warning():
+    template = get_template("textworld")
+    observation = "You are in a kitchen. There is a fridge here and an apple on the table."
+    ctx = PromptContext(observation=observation, step=3, task="Eat the apple.",
+                        history=[("obs A", "look"), ("obs B " * 40, "go east"), ("obs C", "open fridge")],
+                        admissible_actions=["eat apple", "go west"])
+    full = template.render(ctx)
+    assert template.render(ctx, lambda text: True) == full
+    with pytest.warns(UserWarning, match="left out its 1 oldest history turn"):
+        shorter = template.render(ctx, lambda text: len(text) < len(full) - 100)
+    assert "obs B" not in shorter and "[Observation 3]\nobs C\n[Action 3] open fridge" in shorter
+    assert f"your current observation is:\n{observation}\n" in shorter  # never cut mid-observation
+    with pytest.warns(UserWarning, match="over the length limit even without history"):
+        bare = template.render(ctx, lambda text: False)
+    assert "obs C" not in bare and observation in bare and "Your task: Eat the apple." in bare

@@ -4,8 +4,10 @@
     diag = credit_diagnostics(batch, compute_method_outputs(batch, omega=0.8))
     print(diag.table())
 
-``graphgpo viz RUN_DIR --task N`` (``graph_view.viz_main``) draws the state graph of one task's rollouts.
-Plotting modules load matplotlib only when used.
+Graph view of one task's rollouts: ``graph`` (model: nodes, edges, advantages per method), ``graph_layout``,
+``graph_plot`` (matplotlib PNG/SVG), ``graph_html`` (interactive page from ``templates/graph.html``) and
+``viz.visualize_task`` (what ``graphgpo viz RUN_DIR --task N`` runs). Plotting modules load matplotlib only
+when used.
 """
 
 from graphgpo.analysis.diagnostics import (

@@ -31,12 +31,26 @@ from typing import Mapping, Sequence
 import torch
 
 from graphgpo.batch import StepBatch
+from graphgpo.config import METHODS
 from graphgpo.output import AdvantageOutput
 
-METHODS = ("graphgpo", "gigpo", "grpo", "rloo")
 
-__all__ = ["METHODS", "StepCategories", "CreditDiagnostics", "step_categories", "compute_method_outputs",
-           "credit_diagnostics", "diagnose_main"]
+__all__ = ["METHODS", "LEGEND", "StepCategories", "CreditDiagnostics", "step_categories", "compute_method_outputs",
+           "credit_diagnostics", "diagnose_runs"]
+
+LEGEND = """\
+How to read it (d = graph distance to SUCCESS in GraphGPO's graph of the task's G rollouts):
+  progress step       d(next) < d(state): the step moved closer to the goal.
+  non-progress step   a no-op (next state = state), a loop or a step away: d(next) >= d(state).
+  rescued             a progress step of a failed trajectory that GraphGPO credits (A > 0) while GRPO,
+                      which gives every step of a failure the same negative advantage, blames (A < 0).
+  mixed groups        groups where at least one of the G rollouts succeeded: only there are distances
+                      informative (in a group without success every state has d = 1).
+  scale-free ratio    mean advantage of non-progress steps / mean advantage of progress steps, per method:
+                      the methods' advantage scales differ, the ratio compares them (lower = loops and
+                      no-ops get less of a success's credit; negative = they are blamed).
+  n/a                 no such steps in these rollouts."""
+"""Plain-text legend of CreditDiagnostics.table(), printed by graphgpo diagnose."""
 
 
 @dataclass
@@ -90,6 +104,13 @@ def compute_method_outputs(batch: StepBatch, methods: Sequence[str] = METHODS, *
 
 def _ratio(num: float, den: float) -> float:
     return num / den if den else float("nan")
+
+
+def _nan_to_none(value):
+    """NaN (a ratio over no steps) -> None, recursively: strict JSON has no NaN."""
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    return None if isinstance(value, float) and value != value else value
 
 
 @dataclass
@@ -176,8 +197,8 @@ class CreditDiagnostics:
         return merged
 
     def as_dict(self) -> dict:
-        """Counts, ratios and per-method means (JSON-ready)."""
-        return {
+        """Counts, ratios and per-method means (JSON-ready: a ratio without steps to count is None)."""
+        return _nan_to_none({
             "failed_steps": self.failed_steps,
             "failed_progress_steps": self.failed_progress_steps,
             "failed_rescued_steps": self.failed_rescued_steps,
@@ -197,7 +218,7 @@ class CreditDiagnostics:
                                                                         self.progress_mean_advantage(m)),
                                "failed_progress_mean_advantage": self.failed_progress_mean_advantage(m)}
                            for m in self.methods},
-        }
+        })
 
     def table(self) -> str:
         """A plain-text table for printing."""
@@ -268,38 +289,28 @@ def credit_diagnostics(batch: StepBatch, outputs: Mapping[str, AdvantageOutput])
     )
 
 
-def diagnose_main(argv: Sequence[str] | None = None) -> int:
-    """``graphgpo diagnose RUN_DIR [RUN_DIR ...]``: credit diagnostics of fresh rollouts of each run's agent
-    (latest checkpoint, or a random policy) on its held-out rooms, summed over the runs."""
-    import argparse
-    import json
-    from pathlib import Path
+def diagnose_runs(run_dirs: Sequence[str], tasks: int = 32, *, policy: str = "auto",
+                  temperature: float | None = None, seed: int = 0, progress=print):
+    """Credit diagnostics of fresh rollouts of each run's agent (latest checkpoint, or a random policy) on
+    its first ``tasks`` evaluation tasks, G rollouts each (fewer tasks when the run has fewer; said through
+    ``progress``). Returns (the diagnostics summed over the runs, {run_dir: per-run dict})."""
+    from graphgpo.analysis.run_rollouts import collect_run_rollouts, evaluation_pool, evaluation_task_count, run_config
 
-    from graphgpo.analysis.run_rollouts import collect_run_rollouts
-
-    p = argparse.ArgumentParser(prog="graphgpo diagnose", description=diagnose_main.__doc__)
-    p.add_argument("run_dirs", nargs="+")
-    p.add_argument("--tasks", type=int, default=32, help="evaluation tasks 0..N-1, G rollouts each (default 32)")
-    p.add_argument("--policy", default="auto", choices=["auto", "checkpoint", "random"])
-    p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the run's)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    p.add_argument("--json", default=None, help="also write the summed diagnostics and per-run ones here")
-    a = p.parse_args(argv)
-    if a.tasks < 1:
-        raise ValueError(f"--tasks: must be >= 1, got {a.tasks}")
+    if tasks < 1:
+        raise ValueError(f"tasks must be >= 1, got {tasks}")
     total, per_run = None, {}
-    for run_dir in a.run_dirs:
-        runs = collect_run_rollouts(run_dir, range(a.tasks), policy=a.policy, temperature=a.temperature, seed=a.seed)
+    for run_dir in run_dirs:
+        cfg = run_config(run_dir)
+        available = evaluation_task_count(cfg.eval_tasks, evaluation_pool(cfg))
+        if available < tasks:
+            progress(f"{run_dir}: the run has {available} evaluation tasks; diagnosing those {available}")
+        runs = collect_run_rollouts(run_dir, range(min(tasks, available)), policy=policy, temperature=temperature,
+                                    seed=seed)
         batch = runs.result.batch
         diag = credit_diagnostics(batch, compute_method_outputs(batch, omega=runs.omega))
-        per_run[str(run_dir)] = {"policy": runs.policy_source, "success_rate": runs.result.stats["success_rate"],
+        success = runs.result.stats["success_rate"]
+        per_run[str(run_dir)] = {"policy": runs.policy_source, "success_rate": success, "tasks": min(tasks, available),
                                  **diag.as_dict()}
-        print(f"{run_dir}: {runs.policy_source}, success {runs.result.stats['success_rate']:.3f} "
-              f"over {len(runs.result.success)} episodes", flush=True)
+        progress(f"{run_dir}: {runs.policy_source}, success {success:.3f} over {len(runs.result.success)} episodes")
         total = diag if total is None else total + diag
-    print(total.table())
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps({"total": total.as_dict(), "runs": per_run, "tasks": a.tasks,
-                                            "policy": a.policy}, indent=1))
-    return 0
+    return total, per_run

@@ -8,9 +8,10 @@ tools play new ones with what a run directory does store:
   A run directory without a checkpoint (or ``policy="random"``) is played by a uniform-random policy over
   the environment's action words.
 
-Tasks are the run's evaluation tasks (``graphgpo.trainer.loop.eval_task_seeds``): task N is the N-th task the
-trainer evaluates on (held-out rooms for Sokoban; for a finite pool such as the TextWorld benchmark's, game N
-of the evaluation pool), the same for every run, so views of different runs show the same task.
+Tasks are the run's evaluation tasks (``graphgpo.trainer.loop.eval_task_seeds``): task N (0 <= N < the run's
+eval_tasks, or its evaluation pool's size) is the N-th task the trainer evaluates on (held-out rooms for
+Sokoban; for a finite pool such as the TextWorld benchmark's, game N of the evaluation pool), the same for
+every run, so views of different runs show the same task.
 Episodes are sampled at the run's training temperature (``--temperature`` to change it).
 """
 
@@ -20,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["RunRollouts", "held_out_task_seeds", "collect_run_rollouts"]
+__all__ = ["RunRollouts", "run_config", "evaluation_pool", "evaluation_task_count", "held_out_task_seeds",
+           "collect_run_rollouts"]
 
 
 @dataclass
@@ -38,16 +40,39 @@ class RunRollouts:
     """GraphGPO's ω for this run's environment."""
 
 
-def held_out_task_seeds(indices: Sequence[int], pool: int | None = None) -> list[int]:
-    """Environment seeds of the run's held-out tasks with the given indices (``pool``: the size of the
+def run_config(run_dir: str | Path):
+    """The run's saved TrainConfig, on the CPU when this machine has no CUDA."""
+    import torch
+
+    from graphgpo.trainer.loop import load_run_config
+
+    return load_run_config(run_dir, None if torch.cuda.is_available() else ["device=cpu"])
+
+
+def evaluation_pool(cfg) -> int | None:
+    """Size of the run's evaluation task pool (None: a new task per seed)."""
+    from graphgpo.envs import task_pool_size
+
+    return task_pool_size(cfg.env, **{**cfg.env_kwargs, **cfg.eval_env_kwargs})
+
+
+def evaluation_task_count(num_tasks: int, pool: int | None = None) -> int:
+    """How many evaluation tasks a run with ``eval_tasks=num_tasks`` has (``pool``: the size of the
     evaluation environment's finite task pool, where it has one)."""
+    return min(num_tasks, pool) if pool is not None else num_tasks
+
+
+def held_out_task_seeds(indices: Sequence[int], num_tasks: int, pool: int | None = None) -> list[int]:
+    """Environment seeds of the run's evaluation tasks with the given indices (see evaluation_task_count)."""
     from graphgpo.trainer.loop import eval_task_seeds
 
-    if any(i < 0 for i in indices):
-        raise ValueError(f"task indices must be >= 0, got {list(indices)}")
+    available = evaluation_task_count(num_tasks, pool)
+    indices = list(indices)
+    bad = [i for i in indices if not 0 <= i < available]
+    if bad or not indices:
+        raise ValueError(f"task {bad[0] if bad else '(none)'}: the run evaluates on tasks 0..{available - 1} "
+                         f"(eval_tasks={num_tasks}" + (f", a pool of {pool}" if pool is not None else "") + ")")
     stream = eval_task_seeds(max(indices) + 1, pool)
-    if max(indices) >= len(stream):
-        raise ValueError(f"task {max(indices)}: the evaluation pool has only {len(stream)} tasks")
     return [stream[i] for i in indices]
 
 
@@ -90,20 +115,21 @@ def collect_run_rollouts(run_dir: str | Path, task_indices: Sequence[int], *, po
         raise ValueError(f"policy: expected 'auto', 'checkpoint' or 'random', got {policy!r}")
     import torch
 
-    from graphgpo.envs import task_pool_size
     from graphgpo.envs.vector import EnvManager
     from graphgpo.prompting import get_template
     from graphgpo.rollout import collect_rollouts
-    from graphgpo.trainer.loop import load_run_config
 
     run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
-    cfg.device = "cpu" if not torch.cuda.is_available() else cfg.device
+    if group_size is not None and group_size < 1:
+        raise ValueError(f"group size must be >= 1, got {group_size}")
+    if temperature is not None and not temperature >= 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    cfg = run_config(run_dir)
     template = get_template(cfg.env, cfg.prompt_style, history_length=cfg.history_length)
+    eval_kwargs = {**cfg.env_kwargs, **cfg.eval_env_kwargs}
+    seeds = held_out_task_seeds(task_indices, cfg.eval_tasks, evaluation_pool(cfg))
     sampler, source = _sampler(run_dir, cfg, template, policy,
                                cfg.temperature if temperature is None else temperature, seed)
-    eval_kwargs = {**cfg.env_kwargs, **cfg.eval_env_kwargs}
-    seeds = held_out_task_seeds(task_indices, task_pool_size(cfg.env, **eval_kwargs))
     manager = EnvManager(cfg.env, eval_kwargs, group_size=group_size or cfg.num_generations,
                          max_steps=cfg.max_steps, executor="serial")
     try:

@@ -173,7 +173,7 @@ def step_groups(graph: StepGraph, batch, inputs: GraphInputs | None = None) -> t
 
 def graph_stats(graph: StepGraph, dist: torch.Tensor, num_unique_edges: int, step_group: torch.Tensor,
                 num_step_groups: int) -> dict[str, float | int]:
-    """AdvantageOutput.stats (docs/CONTRACT.md); ``dist`` before filling, so inf marks unreachable."""
+    """AdvantageOutput.stats (graphgpo/output.py); ``dist`` before filling, so inf marks unreachable."""
     n = graph.num_rows
     num_edges = graph.src.numel()
     state_in_success = graph.has_success.index_select(0, graph.node_group[:graph.num_state_nodes])

@@ -349,7 +349,7 @@ def step_group_ids(rows: list[Row]) -> list[int]:
 
 def graph_stats(groups: dict[int, list[Row]], graphs: dict[int, GroupGraph], unreachable: dict[int, set],
                 num_rows: int) -> dict[str, float | int]:
-    """Batch diagnostics of AdvantageOutput.stats (docs/CONTRACT.md)."""
+    """Batch diagnostics of AdvantageOutput.stats (graphgpo/output.py, STAT_KEYS)."""
     num_nodes = sum(len(g.nodes) + (1 if g.has_success else 0) for g in graphs.values())
     num_unique_edges = sum(len(set(g.edges)) for g in graphs.values())
     num_edges = sum(len(g.edges) for g in graphs.values())

@@ -15,17 +15,16 @@ the goal) in the info of ``reset``. ``reset`` with the same seed starts the same
     >>> env = envs.make("sokoban", generator="simple", render="compact")
     >>> obs, info = env.reset(seed=3)
 
-Registered names: ``sokoban``, ``textworld``, ``alfworld``, ``webshop`` (the last two are seams that
-need their own packages and data). ``register(name, factory)`` adds more.
+Registered names: ``sokoban``, ``textworld``, ``alfworld`` (ALFWorld's text games from its data folder:
+``make("alfworld", split="train")``, needs the ``alfworld`` package), ``webshop`` (a seam that needs its
+own package and data). ``register(name, factory)`` adds more.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-__all__ = ["make", "register", "registered", "task_pool_size", "ENV_INFO_KEYS"]
-
-ENV_INFO_KEYS = ("won", "is_action_valid", "state_key")
+__all__ = ["make", "register", "registered", "task_pool_size"]
 
 _REGISTRY: dict[str, Callable[..., Any]] = {}
 

@@ -149,6 +149,11 @@ class SokobanEnv:
         else:
             self._simple_cfg = SimpleRoomConfig(interior=cfg.interior, reverse_moves=cfg.reverse_moves,
                                                 pull_prob=cfg.pull_prob)
+        for number, level in enumerate(self._fixed or (), start=1):
+            if level.boxes == level.goals:  # its first move would "solve" it and pay the +10
+                where = f"{cfg.levels_file}, level {number}" if cfg.levels_file is not None else "level"
+                raise ValueError(f"{where}{f' {level.name!r}' if level.name else ''}: already solved (every box "
+                                 f"is on a target); a task needs a box off its target")
         self._seed_stream = random.Random(cfg.seed)
         self.level: SokobanLevel | None = None
         self._base: list[list[str]] | None = None  # symbols of the fixed room, overlaid when rendering

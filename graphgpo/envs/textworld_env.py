@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import os
 import random
 import re
@@ -101,13 +102,15 @@ class TextWorldConfig:
                 raise ValueError(f"difficulty: expected one of {sorted(DIFFICULTY_PRESETS)}, got {self.difficulty!r}")
             for key, value in DIFFICULTY_PRESETS[self.difficulty].items():
                 setattr(self, key, value)
-        for name in ("nb_rooms", "nb_objects", "quest_length"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.game_pool_size is not None and self.game_pool_size < 1:
-            raise ValueError(f"game_pool_size: must be >= 1 or None, got {self.game_pool_size}")
-        if self.game_pool_offset < 0:
-            raise ValueError(f"game_pool_offset: must be >= 0, got {self.game_pool_offset}")
+        for name, low in (("nb_rooms", 1), ("nb_objects", 1), ("quest_length", 1), ("game_pool_size", 1),
+                          ("game_pool_offset", 0), ("seed", 0)):
+            value = getattr(self, name)
+            if value is None and name == "game_pool_size":
+                continue
+            # bool is an int subclass, and "4" or 2.5 are not counts: only integers pass
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+                optional = " or None" if name == "game_pool_size" else ""
+                raise ValueError(f"{name}: must be an integer >= {low}{optional}, got {value!r}")
 
 
 def generate_game(game_seed: int, *, nb_rooms: int, nb_objects: int, quest_length: int,

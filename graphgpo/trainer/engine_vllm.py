@@ -225,10 +225,14 @@ class VLLMEngine(GenerationEngine):
     def _model_dir(self, config: Any) -> str:
         """A directory or hub id vLLM can load: the model's own source, or for the embedded model (which has
         none) a saved copy of its weights and word-level tokenizer. A LoRA policy loads its base model: the
-        adapters start at zero, and every later load_weights sends the merged weights."""
+        adapters start at zero, and every later load_weights sends the merged weights. A GGUF source (e.g.
+        smollm2-135m) is saved too: vLLM gets the de-quantised weights the trainer trains, not the packed file."""
         name = str(getattr(config, "model_name_or_path", ""))
-        if name and name != "embedded":
+        if name and name != "embedded" and not _is_gguf_source(config):
             return name
+        if getattr(self.policy, "is_peft", False):
+            raise ValueError("engine=vllm with LoRA needs a Hugging Face base model (folder or hub id), not "
+                             f"{name!r}: save the de-quantised model with save_pretrained and point to that folder")
         self._temp_dir = tempfile.mkdtemp(prefix="graphgpo-vllm-")
         self.policy.model.save_pretrained(self._temp_dir)
         self.policy.tokenizer.save_pretrained(self._temp_dir)
@@ -385,3 +389,10 @@ def _dtype_name(dtype: torch.dtype) -> str:
     if dtype not in names:
         raise ValueError(f"vllm engine: unsupported policy dtype {dtype}")
     return names[dtype]
+
+
+def _is_gguf_source(config: Any) -> bool:
+    from .model_source import resolve_model_source
+
+    name = str(getattr(config, "model_name_or_path", ""))
+    return resolve_model_source(name, getattr(config, "gguf_file", None)).is_gguf

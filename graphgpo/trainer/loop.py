@@ -18,9 +18,13 @@ every task of the evaluation environment's pool once (``eval_tasks`` caps how ma
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
+import shutil
 import signal
+import sys
+import tempfile
 import threading
 import time
 from dataclasses import replace
@@ -31,12 +35,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import TrainConfig, load_yaml, apply_mapping
+from .checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from .config import TrainConfig, apply_mapping, load_yaml, parse_overrides
+from .dynamic_sampling import SampledBatch, sample_informative
 from .engine import GenerationEngine, SamplingParams, make_engine
-from .policy import Policy, load_policy
-from .runlog import RunLog, read_metrics
-from .update import NonFiniteError, StepSamples, ppo_update, score_responses
+from .policy import Policy, load_policy, resolve_device
+from .runlog import RunLog, json_safe, read_metrics, session_record
+from .update import NonFiniteError, StepSamples, ppo_update, sampling_temperature, score_responses
 
 # Random-policy episodes: at least 4 per eval task and 1024 in all, so the baseline's standard error stays
 # below ~0.015 (256 Sokoban rooms x 4; a 32-game TextWorld pool x 32: 4 x 32 episodes measured 0.06-0.28).
@@ -50,10 +55,11 @@ def derived_seed(*parts: Any) -> int:
     return random.Random("-".join(map(str, parts))).randrange(2**63)
 
 
-def train_task_seeds(cfg: TrainConfig, iteration: int, pool: int | None = None) -> list[int]:
-    """Task seeds of one iteration: even seeds, or tasks of a finite pool (without repeats while the pool
-    is large enough)."""
-    rng = random.Random(derived_seed("tasks", cfg.seed, iteration))
+def train_task_seeds(cfg: TrainConfig, iteration: int, pool: int | None = None, round: int = 0) -> list[int]:
+    """Task seeds of one iteration's rollout round (round > 0: dynamic sampling's extra rounds): even seeds,
+    or tasks of a finite pool (without repeats within a round while the pool is large enough)."""
+    parts = ("tasks", cfg.seed, iteration) + (("round", round) if round else ())
+    rng = random.Random(derived_seed(*parts))
     if pool is not None:
         if cfg.tasks_per_batch <= pool:
             return rng.sample(range(pool), cfg.tasks_per_batch)
@@ -125,17 +131,31 @@ def default_run_dir(cfg: TrainConfig) -> Path:
 
 def load_run_config(run_dir: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     """The resolved config a run saved (``RUN_DIR/config.yaml``), with optional dotted overrides."""
-    from .config import parse_overrides
-
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise ValueError(f"{run_dir} is not a run directory (no config.yaml)")
     cfg = TrainConfig()
-    apply_mapping(cfg, load_yaml(path))
+    try:
+        apply_mapping(cfg, load_yaml(path))
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}" if not str(err).startswith(str(path)) else str(err)) from None
     if overrides:
         apply_mapping(cfg, parse_overrides(overrides), merge_dicts=True)
     cfg.output_dir = str(run_dir)
     return cfg.validate()
+
+
+def _check_writable(path: Path) -> None:
+    """ValueError unless ``path`` can be created: a directory is made and removed in its nearest existing
+    ancestor (os.access says yes to root everywhere, /proc included)."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".graphgpo-write-check-", dir=existing))
+    except OSError:
+        raise ValueError(f"output_dir {str(path)!r}: cannot write there ({existing} is not a writable "
+                         f"directory)") from None
 
 
 class Trainer:
@@ -143,13 +163,22 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, *, resume: bool = False, evaluate_only: bool = False,
                  checkpoint: str | Path | None = None):
-        """``resume``: continue the run in cfg.output_dir from its latest checkpoint. ``evaluate_only``: load
-        a finished/partial run (``checkpoint`` or the latest) for evaluation; nothing in it is written."""
-        self.cfg = cfg.validate()
+        """``resume``: continue the run in cfg.output_dir from its latest intact checkpoint (only changes
+        that keep the run's meaning are accepted, see TrainConfig.resume_changes). ``evaluate_only``: load a
+        finished/partial run (``checkpoint`` or the latest) for evaluation; nothing in it is written.
+
+        Everything is validated and built before the run directory is created, so a failed start leaves
+        none behind."""
+        cfg.validate()
         self.run_dir = Path(cfg.output_dir) if cfg.output_dir else default_run_dir(cfg)
         self.resume = resume or evaluate_only
+        self.evaluate_only = evaluate_only
+        # The config with every "None = decide for me" default spelt out: what runs and what config.yaml says.
+        self.cfg = cfg = cfg.resolved(on_cuda=resolve_device(cfg.device).type == "cuda")
+        cfg.output_dir = str(self.run_dir)
+        self.config_changes: dict[str, tuple] = {}
         if not evaluate_only:
-            self._prepare_run_dir()
+            self._check_run_dir()
         threads = cfg.num_threads or (1 if cfg.is_embedded else len(os.sched_getaffinity(0)))
         torch.set_num_threads(threads)
         random.seed(cfg.seed)
@@ -161,6 +190,8 @@ class Trainer:
         from graphgpo.prompting import get_template
 
         self.template = get_template(cfg.env, cfg.prompt_style, history_length=cfg.history_length)
+        if cfg.action_mode == "choose":
+            self.template = self.template.for_choice()
         self.env_kwargs = dict(cfg.env_kwargs)
         self.eval_env_kwargs = {**self.env_kwargs, **cfg.eval_env_kwargs}
         self.train_pool = task_pool_size(cfg.env, **self.env_kwargs)
@@ -171,39 +202,100 @@ class Trainer:
                                        executor="serial")
         self.eval_seeds = eval_task_seeds(cfg.eval_tasks, self.eval_pool)
         self.policy = self._load_policy()
+        if cfg.use_chat_template is None:
+            cfg.use_chat_template = self.policy.use_chat_template
         self.engine = make_engine(self.policy, cfg)
         params = [p for p in self.policy.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         if cfg.kl_coef > 0:
             self.policy.enable_reference()
+        self.memory = None
+        if cfg.advantage.memory:
+            from graphgpo.memory import GraphMemory
+
+            self.memory = GraphMemory(cfg.advantage.memory_max_edges_per_task, cfg.advantage.memory_max_tasks)
+        # State saved in every checkpoint and restored on resume besides policy, optimizer and RNG: name ->
+        # object with state_dict()/load_state_dict(). Register before the restore below.
+        self.checkpointed: dict[str, Any] = {}
+        if self.memory is not None:
+            self.checkpointed["graph_memory"] = self.memory
         self.iteration = 0
         if self.resume:
-            checkpoint = Path(checkpoint) if checkpoint is not None else latest_checkpoint(self.run_dir)
-            if checkpoint is None:
-                raise ValueError(f"{self.run_dir}: no checkpoint to resume from")
-            state = load_checkpoint(checkpoint, self.policy, None if evaluate_only else self.optimizer,
-                                    restore_rng=not evaluate_only)
-            self.iteration = int(state["iteration"])
-            self.engine.load_weights(self.policy.model)
+            self._restore(checkpoint)
         self.log = None
         if not evaluate_only:
-            self.log = RunLog(self.run_dir, resume_iteration=self.iteration if resume else None,
-                              tensorboard=cfg.tensorboard)
+            self._open_run_dir()
         self.random_baseline: float | None = None
         self._updating = False  # True from the update's start until the iteration is logged and counted
 
     # ------------------------------------------------------------------ setup
-    def _prepare_run_dir(self) -> None:
+    def _check_run_dir(self) -> None:
+        """Before anything is built: a new run needs a free, writable output_dir; a resumed run a run
+        directory whose config may take this config's changes."""
         run = self.run_dir
         if self.resume:
-            if not (run / "config.yaml").is_file():
-                raise ValueError(f"{run} is not a run directory (no config.yaml)")
+            saved = load_run_config(run).resolved(on_cuda=resolve_device(self.cfg.device).type == "cuda")
+            if self.cfg.use_chat_template is None:  # "auto" is decided by the tokenizer, the run's own
+                self.cfg.use_chat_template = saved.use_chat_template
+            self.config_changes = self.cfg.resume_changes(saved)
         elif (run / "metrics.jsonl").exists() or (run / "checkpoints").exists():
             raise ValueError(f"output_dir {str(run)!r} already holds a run: use --resume {run} or another "
                              f"--output-dir")
-        run.mkdir(parents=True, exist_ok=True)
-        self.cfg.output_dir = str(run)
-        (run / "config.yaml").write_text(self.cfg.to_yaml(), encoding="utf-8")
+        else:
+            _check_writable(run)
+
+    def _restore(self, checkpoint: str | Path | None) -> None:
+        """Load ``checkpoint``, or the newest intact checkpoint of the run (naming any damaged newer one)."""
+        candidates = [Path(checkpoint)] if checkpoint is not None else list_checkpoints(self.run_dir)[::-1]
+        if not candidates:
+            purpose = "to evaluate" if self.evaluate_only else "to resume from"
+            raise ValueError(f"{self.run_dir}: no checkpoint (checkpoints/iter_*) {purpose}")
+        damaged = []
+        for path in candidates:
+            try:
+                state = load_checkpoint(path, self.policy, None if self.evaluate_only else self.optimizer,
+                                        restore_rng=not self.evaluate_only,
+                                        extra=None if self.evaluate_only else self.checkpointed)
+            except CheckpointError as err:
+                if checkpoint is not None:
+                    raise
+                damaged.append(str(err))
+                print(f"warning: damaged checkpoint: {err}; trying the one before it", file=sys.stderr, flush=True)
+                continue
+            self.iteration = int(state["iteration"])
+            self.engine.load_weights(self.policy.model)
+            if damaged:
+                print(f"resuming from {path} (iteration {self.iteration}), the newest intact checkpoint",
+                      file=sys.stderr, flush=True)
+            return
+        raise ValueError(f"{self.run_dir}: no intact checkpoint to resume from ({'; '.join(damaged)})")
+
+    def _open_run_dir(self) -> None:
+        """Create/update the run directory: config.yaml (resolved), the embedded tokenizer, one line of
+        run_history.jsonl per session (config changes, package versions, git commit), metrics log."""
+        run, cfg = self.run_dir, self.cfg
+        if self.resume and self.iteration > cfg.num_iterations:
+            raise ValueError(f"resume: the checkpoint is at iteration {self.iteration}, beyond "
+                             f"num_iterations={cfg.num_iterations}")
+        created = not run.exists()
+        try:
+            run.mkdir(parents=True, exist_ok=True)
+            (run / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+            tokenizer_dir = run / "tokenizer"
+            if cfg.is_embedded and not (self.resume and tokenizer_dir.is_dir()):
+                self.policy.tokenizer.save_pretrained(str(tokenizer_dir))
+            record = session_record("resume" if self.resume else "start", self.iteration, self.config_changes,
+                                    device=str(self.policy.device), threads=torch.get_num_threads())
+            with open(run / "run_history.jsonl", "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(json_safe(record), default=str) + "\n")
+            self.log = RunLog(run, resume_iteration=self.iteration if self.resume else None,
+                              tensorboard=cfg.tensorboard, report_to=cfg.report_targets, config=cfg.to_dict())
+        except OSError as err:
+            if created:
+                shutil.rmtree(run, ignore_errors=True)
+            raise ValueError(f"output_dir {str(run)!r}: cannot write the run directory ({err.strerror or err})") \
+                from None
+        self._created_run_dir = created
 
     def _load_policy(self) -> Policy:
         cfg = self.cfg
@@ -216,9 +308,7 @@ class Trainer:
         tokenizer_dir = self.run_dir / "tokenizer"
         if tokenizer_dir.is_dir() and self.resume:
             return load_policy(cfg, action_words=actions, tokenizer_dir=tokenizer_dir)
-        policy = load_policy(cfg, vocabulary=self._observation_words(), action_words=actions)
-        policy.tokenizer.save_pretrained(str(tokenizer_dir))
-        return policy
+        return load_policy(cfg, vocabulary=self._observation_words(), action_words=actions)
 
     def _observation_words(self) -> list[str]:
         """Words the embedded tokenizer needs: what the environment says its prompts can show
@@ -247,26 +337,47 @@ class Trainer:
         return sorted(words)
 
     # ------------------------------------------------------------------ phases
-    def rollout(self, iteration: int):
-        """G x tasks episodes in lockstep with the current policy at the training temperature."""
+    def rollout(self, iteration: int) -> SampledBatch:
+        """G x tasks episodes in lockstep with the current policy at the training temperature; with dynamic
+        sampling (``filter_groups``), more rounds until the batch holds tasks_per_batch informative groups."""
+        cfg = self.cfg
+        return sample_informative(lambda round: self.rollout_round(iteration, round), cfg.tasks_per_batch,
+                                  cfg.filter_groups.max_num_gen_batches, cfg.filter_groups.enable)
+
+    def rollout_round(self, iteration: int, round: int):
+        """One round of tasks_per_batch tasks; its tasks and sampling seed come from (seed, iteration, round)."""
         from graphgpo.rollout import collect_rollouts
 
         cfg = self.cfg
-        params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p,
-                                max_new_tokens=cfg.max_completion_length)
-        sampler = EngineSampler(self.engine, params, derived_seed("sample", cfg.seed, iteration))
-        return collect_rollouts(self.manager, sampler, task_seeds=train_task_seeds(cfg, iteration, self.train_pool),
-                                template=self.template, device=str(self.policy.device))
+        temperature = cfg.choice_temperature if cfg.action_mode == "choose" else cfg.temperature
+        seed_parts = ("sample", cfg.seed, iteration) + (("round", round) if round else ())
+        sampler = self.sampler(temperature, derived_seed(*seed_parts), top_p=cfg.top_p)
+        return collect_rollouts(self.manager, sampler,
+                                task_seeds=train_task_seeds(cfg, iteration, self.train_pool, round),
+                                template=self.template, device=str(self.policy.device),
+                                prompt_fits=self.prompt_fits)
+
+    def sampler(self, temperature: float, seed: int, top_p: float = 1.0):
+        """The rollout policy: the engine's free generation, or the choice policy (action_mode=choose)."""
+        cfg = self.cfg
+        if cfg.action_mode == "choose":
+            from .choice import ChoiceSampler
+
+            return ChoiceSampler(self.policy, temperature, seed, batch_size=cfg.generation_batch_size)
+        params = SamplingParams(temperature=temperature, top_p=top_p, max_new_tokens=cfg.max_completion_length)
+        return EngineSampler(self.engine, params, seed)
+
+    @property
+    def prompt_fits(self):
+        """Full prompts leave out history before they outgrow max_prompt_length (compact ones have none)."""
+        return self.policy.prompt_fits if self.cfg.prompt_style == "full" else None
 
     def advantages(self, rollout, iteration: int):
         from graphgpo.api import compute_advantages
 
         cfg = self.cfg
-        options = dict(cfg.advantage.options)
-        if cfg.advantage.method == "graphgpo":
-            options.setdefault("omega", cfg.resolved_omega)
         out = compute_advantages(rollout.batch, method=cfg.advantage.method, backend=cfg.advantage.backend,
-                                 **options)
+                                 memory=self.memory, task_keys=rollout.task_seeds, **cfg.advantage_options())
         bad = ~torch.isfinite(out.advantages)
         if bad.any():
             raise NonFiniteError(f"iteration {iteration}: {int(bad.sum())} of {bad.numel()} advantages are "
@@ -279,9 +390,12 @@ class Trainer:
         missing = [i for i, g in enumerate(gens) if not hasattr(g, "response_ids")]
         if missing:
             raise ValueError(f"row {missing[0]}: the generation carries no token ids (engine output expected)")
+        choose = self.cfg.action_mode == "choose"
         return StepSamples(prompt_ids=[g.prompt_ids for g in gens], response_ids=[g.response_ids for g in gens],
                            old_logprobs=[g.logprobs for g in gens],
-                           advantages=advantages.detach().float().cpu())
+                           advantages=advantages.detach().float().cpu(),
+                           choice_ids=[g.choice_ids for g in gens] if choose else None,
+                           choices=[g.choice for g in gens] if choose else None)
 
     def update(self, samples: StepSamples, iteration: int) -> dict[str, float]:
         cfg = self.cfg
@@ -289,10 +403,11 @@ class Trainer:
         if recompute is None:
             recompute = cfg.resolved_engine == "vllm"
         self.engine.sleep()
+        temperature = sampling_temperature(cfg, samples)
         if recompute:
-            samples.old_logprobs = score_responses(self.policy, samples, cfg.temperature, cfg.micro_batch_size)
+            samples.old_logprobs = score_responses(self.policy, samples, temperature, cfg.micro_batch_size)
         if cfg.kl_coef > 0:
-            samples.ref_logprobs = score_responses(self.policy, samples, cfg.temperature, cfg.micro_batch_size,
+            samples.ref_logprobs = score_responses(self.policy, samples, temperature, cfg.micro_batch_size,
                                                    reference=True)
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(iteration)
@@ -303,10 +418,7 @@ class Trainer:
         return stats
 
     def learning_rate(self, iteration: int) -> float:
-        cfg = self.cfg
-        if cfg.lr_scheduler_type == "linear":
-            return cfg.learning_rate * (cfg.num_iterations - iteration + 1) / cfg.num_iterations
-        return cfg.learning_rate
+        return self.cfg.learning_rate_at(iteration)
 
     def evaluate(self, iteration: int, *, num_tasks: int | None = None, temperature: float | None = None) -> dict:
         """Held-out tasks, one episode each, at ``eval_temperature`` (0 = greedy)."""
@@ -315,9 +427,9 @@ class Trainer:
         cfg = self.cfg
         temperature = cfg.eval_temperature if temperature is None else temperature
         seeds = self.eval_seeds if num_tasks is None else eval_task_seeds(num_tasks, self.eval_pool)
-        params = SamplingParams(temperature=temperature, top_p=1.0, max_new_tokens=cfg.max_completion_length)
-        sampler = EngineSampler(self.engine, params, derived_seed("eval", cfg.seed, iteration))
-        result = collect_rollouts(self.eval_manager, sampler, task_seeds=seeds, template=self.template)
+        sampler = self.sampler(temperature, derived_seed("eval", cfg.seed, iteration))
+        result = collect_rollouts(self.eval_manager, sampler, task_seeds=seeds, template=self.template,
+                                  prompt_fits=self.prompt_fits)
         return {"eval_success_rate": result.stats["success_rate"], "eval_mean_return": result.stats["mean_return"],
                 "eval_mean_length": result.stats["mean_length"],
                 "eval_valid_action_rate": 1.0 - result.stats["invalid_rate"],
@@ -338,9 +450,15 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def train(self) -> dict:
         cfg = self.cfg
-        wants_baseline = cfg.random_baseline if cfg.random_baseline is not None else cfg.is_embedded
-        if wants_baseline:
-            self.random_baseline = self.measure_random_baseline()
+        first = self.iteration
+        print(f"run directory: {self.run_dir}" + (f"  (tensorboard --logdir {self.run_dir / 'tensorboard'})"
+                                                  if cfg.tensorboard else ""), flush=True)
+        try:
+            if cfg.random_baseline:
+                self.random_baseline = self.measure_random_baseline()
+        except BaseException:
+            self._remove_failed_start()
+            raise
         bar = self._progress_bar()
         status = "completed"
         last_saved = self.iteration if self.resume else None
@@ -368,10 +486,18 @@ class Trainer:
                 last_saved = -1
         except NonFiniteError as err:
             self.log.close()
+            if self.iteration == 0:
+                self._remove_failed_start()
+                raise
             self.write_summary(f"stopped: {err}", time.perf_counter() - started)
             kept = latest_checkpoint(self.run_dir)
             raise NonFiniteError(f"{err}. Training stopped; the last good checkpoint is "
                                  f"{kept if kept is not None else '(none yet)'}.") from None
+        except BaseException:
+            if self.iteration == 0:  # nothing trained yet: a failed start leaves no run directory
+                self.log.close()
+                self._remove_failed_start()
+            raise
         finally:
             if bar is not None:
                 bar.close()
@@ -379,48 +505,74 @@ class Trainer:
         if status == "interrupted" and last_saved != -1 and last_saved != self.iteration:
             self.save()
         summary = self.write_summary(status, time.perf_counter() - started)
-        if status == "completed" and cfg.save_final_model:
-            self.policy.save_pretrained(self.run_dir / "final_model")
+        final_model = self.run_dir / "final_model"
+        if status == "completed" and cfg.save_final_model and (self.iteration > first or not final_model.exists()):
+            self.policy.save_pretrained(final_model)
         return summary
+
+    def _remove_failed_start(self) -> None:
+        """Delete the run directory this (fresh) start created, when it failed before its first iteration."""
+        if not self.resume and getattr(self, "_created_run_dir", False) and self.iteration == 0:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def train_iteration(self, iteration: int) -> dict[str, Any]:
         """One iteration of the loop in the module docstring; returns its metrics row."""
         cfg = self.cfg
         t0 = time.perf_counter()
-        rollout = self.rollout(iteration)
+        sampled = self.rollout(iteration)
+        rollout, first = sampled.train, sampled.rounds[0]
         t1 = time.perf_counter()
-        adv = self.advantages(rollout, iteration)
-        t2 = time.perf_counter()
-        self._updating = True
-        stats = self.update(self.samples(rollout, adv.advantages), iteration)
-        stats["learning_rate"] = self.learning_rate(iteration)
-        t3 = time.perf_counter()
+        # The success metrics are those of round 0: the iteration's own tasks, as in a run without DS.
         row: dict[str, Any] = {
             "iteration": iteration,
-            "success_rate": rollout.stats["success_rate"],
-            "mean_return": rollout.stats["mean_return"],
-            "mean_length": rollout.stats["mean_length"],
-            "valid_action_rate": 1.0 - rollout.stats["invalid_rate"],
+            "success_rate": first.stats["success_rate"],
+            "mean_return": first.stats["mean_return"],
+            "mean_length": first.stats["mean_length"],
+            "valid_action_rate": 1.0 - first.stats["invalid_rate"],
             "num_steps": len(rollout.records),
-            **stats,
-            "advantage_mean": float(adv.advantages.float().mean()),
-            "advantage_std": float(adv.advantages.float().std()) if adv.advantages.numel() > 1 else 0.0,
-            "advantage_abs_max": float(adv.advantages.abs().max()),
+            **sampled.metrics(),
         }
-        for key in ("num_nodes", "duplicate_edge_rate", "singleton_step_group_share", "groups_without_success"):
-            if key in adv.stats:
-                row[f"graph_{key}"] = float(adv.stats[key])
+        tokens = 0  # prompt + response tokens trained on
+        if rollout.records:
+            adv = self.advantages(rollout, iteration)
+            t2 = time.perf_counter()
+            self._updating = True
+            samples = self.samples(rollout, adv.advantages)
+            tokens = sum(map(len, samples.prompt_ids)) + sum(map(len, samples.response_ids))
+            stats = self.update(samples, iteration)
+            stats["learning_rate"] = self.learning_rate(iteration)
+            row.update({
+                **stats,
+                "advantage_mean": float(adv.advantages.float().mean()),
+                "advantage_std": float(adv.advantages.float().std()) if adv.advantages.numel() > 1 else 0.0,
+                "advantage_abs_max": float(adv.advantages.abs().max()),
+            })
+            for key in ("num_nodes", "duplicate_edge_rate", "singleton_step_group_share", "groups_without_success",
+                        "memory_edges", "memory_success_groups"):
+                if key in adv.stats:
+                    row[f"graph_{key}"] = float(adv.stats[key])
+        else:  # dynamic sampling found no informative group in max_num_gen_batches rounds
+            t2 = time.perf_counter()
+            self._updating = True
+            row["update_skipped"] = 1
+        if self.memory is not None:  # remember every round's graphs, also of the groups DS dropped
+            for result in sampled.rounds:
+                self.memory.add(result.batch, result.task_seeds)
+            row["memory_tasks"] = len(self.memory)
+        t3 = time.perf_counter()
         due = (cfg.eval_every and iteration % cfg.eval_every == 0) or iteration == cfg.num_iterations
         t4 = t3
         if due:
             row.update(self.evaluate(iteration))
             t4 = time.perf_counter()
         row.update({"time_rollout": t1 - t0, "time_advantage": t2 - t1, "time_update": t3 - t2,
-                    "time_eval": t4 - t3, "time_iteration": t4 - t0})
+                    "time_eval": t4 - t3, "time_iteration": t4 - t0,
+                    "env_steps_per_s": sum(len(r.records) for r in sampled.rounds) / max(t1 - t0, 1e-9),
+                    "tokens_per_s": tokens / max(t3 - t0, 1e-9)})
         return row
 
     def save(self) -> Path:
-        return save_checkpoint(self.run_dir, self.iteration, self.policy, self.optimizer,
+        return save_checkpoint(self.run_dir, self.iteration, self.policy, self.optimizer, extra=self.checkpointed,
                                keep=self.cfg.keep_checkpoints)
 
     # ------------------------------------------------------------------ reporting
@@ -448,8 +600,9 @@ class Trainer:
             "method": self.cfg.advantage.method,
             "model": self.cfg.model_name_or_path,
             "env": self.cfg.env,
+            "run_dir": str(self.run_dir),
         }
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+        (self.run_dir / "summary.json").write_text(json.dumps(json_safe(summary), indent=1), encoding="utf-8")
         if rows:
             plot_runs([self.run_dir], self.run_dir / "learning_curve.png")
         return summary
@@ -471,15 +624,19 @@ class Trainer:
         return tqdm(total=self.cfg.num_iterations, initial=self.iteration, desc="train", dynamic_ncols=True)
 
     def _show(self, bar, row: dict) -> None:
-        if bar is None:
-            return
+        """The progress bar's postfix, or without a bar one printed line every log_every iterations."""
         text = (f"succ {row['success_rate']:.2f} ret {row['mean_return']:.2f} "
                 f"valid {row['valid_action_rate']:.2f}")
         if "eval_success_rate" in row:
             text += f" eval {row['eval_success_rate']:.2f}"
         text += f" | roll {row['time_rollout']:.2f}s adv {row['time_advantage']:.2f}s upd {row['time_update']:.2f}s"
-        bar.set_postfix_str(text, refresh=False)
-        bar.update(1)
+        if bar is not None:
+            bar.set_postfix_str(text, refresh=False)
+            bar.update(1)
+            return
+        every, it = self.cfg.log_every, row["iteration"]
+        if every and (it % every == 0 or it == self.cfg.num_iterations or "eval_success_rate" in row):
+            print(f"iteration {it}/{self.cfg.num_iterations}: {text}", flush=True)
 
 
 def train(cfg: TrainConfig, *, resume: bool = False) -> dict:
@@ -494,6 +651,10 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict:
 def evaluate_run(run_dir: str | Path, *, checkpoint: str | Path | None = None, num_tasks: int | None = None,
                  temperature: float | None = None, overrides: list[str] | None = None) -> dict:
     """Evaluate a run's checkpoint (default: the latest) on the held-out tasks; writes nothing."""
+    if num_tasks is not None and (isinstance(num_tasks, bool) or num_tasks < 1):
+        raise ValueError(f"tasks must be >= 1, got {num_tasks}")
+    if temperature is not None and not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be a number >= 0 (0 = greedy), got {temperature}")
     cfg = load_run_config(run_dir, overrides)
     trainer = Trainer(cfg, evaluate_only=True, checkpoint=checkpoint)
     try:

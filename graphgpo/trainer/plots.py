@@ -1,4 +1,4 @@
-"""Learning curves from metrics.jsonl (matplotlib, Agg backend: no display needed)."""
+"""Learning curves from metrics.jsonl (matplotlib Figure objects: no display or backend switch needed)."""
 
 from __future__ import annotations
 
@@ -29,18 +29,21 @@ def plot_runs(run_dirs: Sequence[str | Path], output: str | Path, *, labels: Seq
     """One chart: training success (moving average over ``smooth`` iterations, thin) and evaluation
     success (markers) per run, and each run's random-policy baseline as a dashed line."""
     import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    if smooth < 1:
+        raise ValueError(f"smooth must be >= 1 (iterations per moving-average window), got {smooth}")
+    if labels is not None and len(labels) != len(run_dirs):
+        raise ValueError(f"labels: {len(labels)} labels for {len(run_dirs)} runs")
+    fig = Figure(figsize=(7.5, 4.5))
+    ax = fig.subplots()
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     baselines = set()
     for k, run in enumerate(run_dirs):
         run = Path(run)
         rows = read_metrics(run)
         if not rows:
-            raise ValueError(f"{run}: no metrics.jsonl rows to plot")
+            raise ValueError(f"{run}: no metrics.jsonl rows to plot" + ("" if run.is_dir() else " (no such directory)"))
         label = labels[k] if labels else run.name
         color = colors[k % len(colors)]
         its = [r["iteration"] for r in rows]
@@ -62,5 +65,4 @@ def plot_runs(run_dirs: Sequence[str | Path], output: str | Path, *, labels: Seq
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=120)
-    plt.close(fig)
     return output

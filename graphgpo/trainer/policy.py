@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import contextlib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -50,17 +51,46 @@ class Policy:
 
     # ---------------------------------------------------------------- text <-> tokens
     def encode_prompt(self, text: str) -> list[int]:
-        """Token ids of one prompt (as one user turn of the chat template when enabled), cut from the left
-        to ``max_prompt_length``."""
+        """Token ids of one prompt (as one user turn of the chat template when enabled). A prompt over
+        ``max_prompt_length`` is cut from the left with a warning; the rollout avoids that by leaving out
+        history first (``prompt_fits``)."""
+        ids = self._prompt_ids(text)
+        if len(ids) > self.max_prompt_length:
+            warnings.warn(f"a prompt of {len(ids)} tokens was cut from the left to max_prompt_length="
+                          f"{self.max_prompt_length} (raise it, or shorten the prompt)", stacklevel=2)
+            ids = ids[-self.max_prompt_length:]
+        return ids
+
+    def prompt_fits(self, text: str) -> bool:
+        """Whether ``text`` encodes to at most ``max_prompt_length`` tokens."""
+        return len(self._prompt_ids(text)) <= self.max_prompt_length
+
+    def _prompt_ids(self, text: str) -> list[int]:
         if self.use_chat_template:
             ids = self.tokenizer.apply_chat_template([{"role": "user", "content": text}],
                                                      add_generation_prompt=True, tokenize=True)
             if isinstance(ids, dict) or hasattr(ids, "input_ids"):  # BatchEncoding in newer transformers
                 ids = ids["input_ids"]
-            ids = list(ids)
+            return list(ids)
+        return list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
+
+    def encode_choice(self, action: str) -> list[int]:
+        """Token ids of ``action`` as a whole response (what the choice policy scores after the prompt): the
+        command, then the end-of-turn token where the tokenizer has one, so that a command is never scored
+        as a prefix of a longer one ("go to cabinet 1" inside "go to cabinet 10"). The embedded model's
+        word-level tokenizer gets the command's lower-case words (``compact_words``), as its prompts do."""
+        if self.action_token_ids is not None:
+            from graphgpo.prompting import compact_words
+
+            text = " ".join(compact_words(action))
         else:
-            ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
-        return ids[-self.max_prompt_length:]
+            text = action if self.use_chat_template else " " + action  # raw LM: a word after the prompt
+        ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        if self.eos_token_id is not None:
+            ids.append(self.eos_token_id)
+        if not ids:
+            raise ValueError(f"action {action!r} encodes to no tokens")
+        return ids
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
@@ -289,15 +319,13 @@ def load_policy(cfg, *, vocabulary: Iterable[str] = (), action_words: Sequence[s
         return Policy(model=model, tokenizer=tokenizer, device=device, action_token_ids=action_ids,
                       use_chat_template=False, max_prompt_length=cfg.max_prompt_length)
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from .model_source import load_pretrained, resolve_model_source
 
-    source = str(tokenizer_dir) if tokenizer_dir is not None else cfg.model_name_or_path
-    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code)
+    model, tokenizer = load_pretrained(resolve_model_source(cfg.model_name_or_path, cfg.gguf_file), dtype=dtype,
+                                       trust_remote_code=cfg.trust_remote_code)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, dtype=dtype,
-                                                 trust_remote_code=cfg.trust_remote_code)
     model.to(device)
     checkpointing = on_cuda if cfg.gradient_checkpointing is None else cfg.gradient_checkpointing
     if checkpointing:

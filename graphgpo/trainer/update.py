@@ -1,7 +1,9 @@
 """The PPO update on per-step samples: mini-batches, gradient accumulation, gradient clipping.
 
 A sample is one environment step: the prompt ids of that step, the response ids, the rollout policy's
-log-probs of those tokens, and the step's advantage (the same scalar for every response token).
+log-probs of those tokens, and the step's advantage (the same scalar for every response token). With
+``action_mode=choose`` the sample also carries every scored command, and its one log-prob is log pi of the
+chosen command under the choice distribution (``graphgpo.trainer.choice``): one ratio per step.
 """
 
 from __future__ import annotations
@@ -28,9 +30,41 @@ class StepSamples:
     advantages: torch.Tensor
     """float32 [rows], one advantage per step."""
     ref_logprobs: list[list[float]] | None = None
+    choice_ids: list[list[list[int]]] | None = None
+    """action_mode=choose: every scored command's token ids per row (``response_ids`` is the chosen one);
+    the log-probs are then log pi(command | prompt) of the choice distribution, one per row."""
+    choices: list[int] | None = None
+    """action_mode=choose: index of the chosen command per row."""
 
     def __len__(self) -> int:
         return len(self.prompt_ids)
+
+    @property
+    def is_choice(self) -> bool:
+        return self.choice_ids is not None
+
+    def num_scored(self, rows: Sequence[int]) -> int:
+        """Log-probs the loss averages over: response tokens, or one per row for choices."""
+        return len(rows) if self.is_choice else sum(len(self.response_ids[r]) for r in rows)
+
+    def logprobs(self, policy, rows: Sequence[int], temperature: float, *, with_entropy: bool = False,
+                 model: torch.nn.Module | None = None):
+        """``(logprobs [B, W], mask [B, W], entropy or None)`` of ``rows`` under ``model`` (default: the
+        policy's): response tokens, or the chosen command under the choice distribution."""
+        prompts = [self.prompt_ids[r] for r in rows]
+        if self.is_choice:
+            from .choice import choice_logprobs
+
+            return choice_logprobs(policy, prompts, [self.choice_ids[r] for r in rows],
+                                   [self.choices[r] for r in rows], temperature, with_entropy=with_entropy,
+                                   model=model)
+        return policy.response_logprobs(prompts, [self.response_ids[r] for r in rows], temperature,
+                                        with_entropy=with_entropy, model=model)
+
+
+def sampling_temperature(cfg, samples: StepSamples) -> float:
+    """The temperature the rows were sampled at: the choice distribution's, or the tokens'."""
+    return cfg.choice_temperature if samples.is_choice else cfg.temperature
 
 
 def _padded(values: Sequence[Sequence[float]], rows: Sequence[int], width: int, device) -> torch.Tensor:
@@ -52,18 +86,26 @@ def score_responses(policy, samples: StepSamples, temperature: float, micro_batc
     try:
         for start in range(0, len(samples), micro_batch_size):
             rows = range(start, min(start + micro_batch_size, len(samples)))
-            prompts = [samples.prompt_ids[r] for r in rows]
-            responses = [samples.response_ids[r] for r in rows]
             if reference:
                 with policy.reference() as ref_model:
-                    logp, _, _ = policy.response_logprobs(prompts, responses, temperature, model=ref_model)
+                    logp, mask, _ = samples.logprobs(policy, rows, temperature, model=ref_model)
             else:
-                logp, _, _ = policy.response_logprobs(prompts, responses, temperature)
-            for i, r in enumerate(rows):
-                out.append(logp[i, :len(samples.response_ids[r])].tolist())
+                logp, mask, _ = samples.logprobs(policy, rows, temperature)
+            for i in range(len(rows)):
+                out.append(logp[i, :int(mask[i].sum())].tolist())
     finally:
         policy.model.train(was_training)
     return out
+
+
+def grouped_by_prompt(samples: StepSamples, rows: Sequence[int]) -> list[int]:
+    """``rows`` with equal prompts next to each other (first-seen order), so that a micro-batch holds the
+    G rollouts' repeats of a state together and scores the shared prompt once. The mini-batch's gradient is a
+    sum over its rows, so the grouping changes no result beyond float rounding."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for r in rows:
+        groups.setdefault(tuple(samples.prompt_ids[r]), []).append(r)
+    return [r for group in groups.values() for r in group]
 
 
 def ppo_update(policy, optimizer: torch.optim.Optimizer, samples: StepSamples, cfg,
@@ -73,7 +115,9 @@ def ppo_update(policy, optimizer: torch.optim.Optimizer, samples: StepSamples, c
     Each mini-batch is one optimizer step; it is split into micro-batches whose losses are normalised by
     the mini-batch's total response tokens, so accumulation gives the mini-batch's token mean."""
     params = [p for p in policy.model.parameters() if p.requires_grad]
-    with_entropy = cfg.entropy_coef > 0 or policy.action_token_ids is not None
+    # Entropy comes free where the whole action distribution is at hand (embedded model, choices).
+    with_entropy = cfg.entropy_coef > 0 or policy.action_token_ids is not None or samples.is_choice
+    temperature = sampling_temperature(cfg, samples)
     totals: dict[str, float] = {}
     steps = 0
     n = len(samples)
@@ -82,7 +126,9 @@ def ppo_update(policy, optimizer: torch.optim.Optimizer, samples: StepSamples, c
         order = torch.randperm(n, generator=generator).tolist()
         for mb_start in range(0, n, cfg.mini_batch_size):
             mini = order[mb_start:mb_start + cfg.mini_batch_size]
-            num_tokens = sum(len(samples.response_ids[r]) for r in mini)
+            if cfg.micro_batch_size < len(mini):
+                mini = grouped_by_prompt(samples, mini)
+            num_tokens = samples.num_scored(mini)
             if num_tokens == 0:
                 continue
             optimizer.zero_grad(set_to_none=True)
@@ -90,9 +136,7 @@ def ppo_update(policy, optimizer: torch.optim.Optimizer, samples: StepSamples, c
                      "approx_kl_old": 0.0}
             for mc_start in range(0, len(mini), cfg.micro_batch_size):
                 rows = mini[mc_start:mc_start + cfg.micro_batch_size]
-                logp, mask, entropy = policy.response_logprobs(
-                    [samples.prompt_ids[r] for r in rows], [samples.response_ids[r] for r in rows],
-                    cfg.temperature, with_entropy=with_entropy)
+                logp, mask, entropy = samples.logprobs(policy, rows, temperature, with_entropy=with_entropy)
                 width = mask.shape[1]
                 old = _padded(samples.old_logprobs, rows, width, mask.device)
                 ref = None
@@ -119,6 +163,8 @@ def ppo_update(policy, optimizer: torch.optim.Optimizer, samples: StepSamples, c
     optimizer.zero_grad(set_to_none=True)
     if not with_entropy:
         totals.pop("entropy", None)  # not computed: do not log a misleading 0
+    if samples.ref_logprobs is None:
+        totals.pop("kl", None)  # no reference model (kl_coef=0): likewise
     result = {k: v / max(steps, 1) for k, v in totals.items()}
     result["optimizer_steps"] = steps
     return result
