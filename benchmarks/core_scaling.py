@@ -5,6 +5,7 @@ columns / compute only, on the MDP batches of the credit-step comparison (benchm
     python benchmarks/core_scaling.py --tasks 4 16 --repeats 3            # a quick look
     python benchmarks/core_scaling.py --linearity                         # from_records us/step, 1e3..1e6
     python benchmarks/core_scaling.py --hashing                           # stable 64-bit hash candidates
+    python benchmarks/core_scaling.py --against /path/to/old/checkout    # before / after, alternating processes
 
 Batches: T tasks x 8 rollouts, one random deterministic MDP per task (200 short string states, 4 actions,
 10% invalid actions that stay put, a random goal; an episode ends at the goal or after 50 steps), uniform
@@ -162,6 +163,50 @@ def hashing_candidates(repeats: int) -> list[dict]:
     return rows
 
 
+_TIME_ONE = """
+import json, pickle, statistics, sys, time
+sys.path.insert(0, sys.argv[1])
+import graphgpo
+assert graphgpo.__file__.startswith(sys.argv[1]), graphgpo.__file__
+from graphgpo import StepBatch, compute_advantages
+records = pickle.load(open(sys.argv[2], "rb"))
+def median_ms(fn):
+    times = []
+    for _ in range(5):
+        start = time.perf_counter(); fn(); times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+batch = StepBatch.from_records(records)
+compute_advantages(batch, backend="torch", preset="alfworld")
+print(json.dumps({"from_records": median_ms(lambda: StepBatch.from_records(records)),
+                  "compute": median_ms(lambda: compute_advantages(batch, backend="torch", preset="alfworld"))}))
+"""
+
+
+def against(other: str, tasks: list[int], repeats: int) -> list[dict]:
+    """from_records and compute (torch) of this checkout and of ``other``, each in a fresh process on the same
+    pickled records, alternating, quiet and with a busy neighbour."""
+    import pickle
+    import tempfile
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for t in tasks:
+            path = os.path.join(tmp, f"records{t}.pkl")
+            with open(path, "wb") as f:
+                pickle.dump(mdp_records(t, seed=t), f)
+            for contended in (False, True):
+                with busy_neighbour(contended):
+                    for rep in range(repeats):
+                        for name, root in (("other", os.path.abspath(other)), ("this", here)):
+                            out = subprocess.run([sys.executable, "-c", _TIME_ONE, root, path], check=True, text=True,
+                                                 capture_output=True, env=dict(os.environ, PYTHONPATH=root)).stdout
+                            rows.append({"tasks": t, "contended": contended, "checkout": name, "rep": rep,
+                                         "load": load(), **json.loads(out)})
+                            print(f"  T={t} {'contended' if contended else 'quiet'} {name:5s}: {rows[-1]}", flush=True)
+    return rows
+
+
 def print_table(rows: list[dict]) -> None:
     by = {(r["tasks"], r["backend"], r["mode"], r["contended"]): r for r in rows}
     tasks = sorted({r["tasks"] for r in rows})
@@ -190,12 +235,15 @@ def main() -> None:
     parser.add_argument("--reference-max-tasks", type=int, default=1024, help="largest T the reference runs at")
     parser.add_argument("--linearity", action="store_true", help="only from_records' time per step at 1e3..1e6")
     parser.add_argument("--hashing", action="store_true", help="only the stable-hash candidates")
+    parser.add_argument("--against", metavar="CHECKOUT", help="before / after against another checkout of graphgpo")
     parser.add_argument("--json", help="write every measurement here")
     args = parser.parse_args()
 
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()} "
           f"(the credit step runs on graphgpo.backends.cpu_threads.CPU_THREADS), load {load()}", flush=True)
-    if args.hashing:
+    if args.against:
+        rows = against(args.against, args.tasks if args.tasks != [4, 16, 64, 256, 1024] else [16, 256], 2)
+    elif args.hashing:
         rows = hashing_candidates(args.repeats)
     elif args.linearity:
         rows = linearity([1e3, 1e4, 1e5, 1e6], args.repeats)
