@@ -369,6 +369,9 @@ def print_table(rows, peak) -> None:
                 f"{r['bandwidth_tbs']:.3f} | {100 * r['share_of_copy_bw']:.1f} |")
     by = {(r["steps"], r["backend"]): r for r in rows}
     log("")
+    if DEVICE != "cuda":
+        log("dry run: interpreter timings, the targets do not apply")
+        return
     for (steps, backend), r in sorted(by.items()):
         if backend != "triton":
             continue
