@@ -23,7 +23,9 @@ import torch
 
 from .backends import host_sync
 from .backends.cpu_threads import cpu_threads
-from .columns import as_column, bool_column, dense_ids, float_column, gc_paused, int_column, state_column
+from .backends.torch_graph import segment_counts
+from .columns import (as_column, bool_column, dense_ids, float_column, gc_paused, int_column,
+                      next_state_column, state_column)
 from .hashing import KeyHasher, check_token_rows, hash_token_rows, token_row_collisions
 
 __all__ = ["StepBatch", "REQUIRED_FIELDS", "KeyCollisionWarning", "int_column", "bool_column", "float_column"]
@@ -175,12 +177,14 @@ class StepBatch:
         group, group_labels = dense_ids(cols["group"], "field 'group'")
         traj, traj_labels = dense_ids(cols["traj"], "field 'traj'")
         hasher = hasher or KeyHasher()
+        step = int_column(cols["step"], "field 'step'")  # fields are checked in this order: errors name the first
+        state = state_column(hasher, cols["state"], "field 'state'")
         arrays = {
             "group": group,
             "traj": traj,
-            "step": int_column(cols["step"], "field 'step'"),
-            "state": state_column(hasher, cols["state"], "field 'state'"),
-            "next_state": state_column(hasher, cols["next_state"], "field 'next_state'"),
+            "step": step,
+            "state": state,
+            "next_state": next_state_column(hasher, cols["next_state"], cols["state"], state, "field 'next_state'"),
             "success": bool_column(cols["success"], "field 'success'"),
             "valid": bool_column(cols["valid"], "field 'valid'"),
             "episode_reward": float_column(cols["episode_reward"], "field 'episode_reward'"),
@@ -363,15 +367,6 @@ def _validate(b: StepBatch, flags: Mapping[str, torch.Tensor] | None = None) -> 
     n = b.num_rows
     if n == 0:
         return
-    # Sort rows by (traj, step): every per-trajectory rule becomes a comparison with the previous row.
-    order = torch.argsort(b.step, stable=True)
-    order = order[torch.argsort(b.traj[order], stable=True)]
-    traj, step = b.traj[order], b.step[order]
-    same_traj = traj[1:] == traj[:-1]
-    first_of_traj = torch.ones(n, dtype=torch.bool, device=b.device)
-    first_of_traj[1:] = ~same_traj
-    prev_step = torch.cat([step.new_full((1,), -1), step[:-1]])
-
     checks = {f"nonbinary_{name}": (values != 0) & (values != 1) for name, values in (flags or {}).items()}
     checks.update({
         "bad_reward": ~(b.reward.abs() <= REWARD_LIMIT),  # NaN fails <= too
@@ -380,20 +375,51 @@ def _validate(b: StepBatch, flags: Mapping[str, torch.Tensor] | None = None) -> 
     })
     if b.cost is not None:
         checks["bad_cost"] = ~((b.cost > 0) & (b.cost <= REWARD_LIMIT))
-    sorted_checks = {
+    # Happy path without a sort: if every trajectory's steps are exactly 0..L-1 (L its row count), row
+    # (traj, step) belongs at position start[traj] + step of the (traj, step) order, and those positions are
+    # a permutation of 0..n-1. "Not a permutation" is one flag; only a bad batch pays for the sort that
+    # finds the row to name (_sorted_checks).
+    lengths = segment_counts(b.traj, b.num_trajs)
+    starts = torch.cumsum(lengths, 0) - lengths
+    step_ok = (b.step >= 0) & (b.step < lengths.index_select(0, b.traj))
+    position = torch.where(step_ok, starts.index_select(0, b.traj) + b.step, 0)
+    checks["not_contiguous"] = segment_counts(position, n) != 1
+    order = torch.zeros_like(position).index_copy_(0, position, torch.arange(n, device=b.device))
+    found = torch.cat(list(checks.values()) + list(_varying(b, order).values())).any()  # few ops: small batches too
+    if host_sync.to_int(found, "batch validation") == 0:  # the one host sync on the happy path
+        return
+    order, sorted_checks = _sorted_checks(b)
+    _raise_first_problem(b, checks, sorted_checks, order, flags or {})
+
+
+def _varying(b: StepBatch, order: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Rows (in ``order``, sorted by (traj, step)) whose group / success / episode_reward differ from the
+    previous row's of the same trajectory."""
+    traj = b.traj.index_select(0, order)
+    same_traj = traj[1:] == traj[:-1]
+    out = {}
+    for name in ("group", "success", "episode_reward"):
+        col = getattr(b, name).index_select(0, order)
+        changed = torch.zeros(b.num_rows, dtype=torch.bool, device=b.device)
+        changed[1:] = same_traj & (col[1:] != col[:-1])
+        out[f"varying_{name}"] = changed
+    return out
+
+
+def _sorted_checks(b: StepBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Rows sorted by (traj, step), and the per-trajectory rules as flags in that order (error path)."""
+    n = b.num_rows
+    order = torch.argsort(b.step, stable=True)
+    order = order[torch.argsort(b.traj[order], stable=True)]
+    traj, step = b.traj[order], b.step[order]
+    first_of_traj = torch.ones(n, dtype=torch.bool, device=b.device)
+    first_of_traj[1:] = traj[1:] != traj[:-1]
+    prev_step = torch.cat([step.new_full((1,), -1), step[:-1]])
+    return order, {
+        **_varying(b, order),
         "duplicate_step": ~first_of_traj & (step == prev_step),
         "step_gap": torch.where(first_of_traj, step != 0, step != prev_step + 1),
     }
-    for name in ("group", "success", "episode_reward"):
-        col = getattr(b, name)[order]
-        changed = torch.zeros(n, dtype=torch.bool, device=b.device)
-        changed[1:] = same_traj & (col[1:] != col[:-1])
-        sorted_checks[f"varying_{name}"] = changed
-
-    found = torch.cat(list(checks.values()) + list(sorted_checks.values())).any()  # few ops: small batches too
-    if host_sync.to_int(found, "batch validation") == 0:  # the one host sync on the happy path
-        return
-    _raise_first_problem(b, checks, sorted_checks, order, flags or {})
 
 
 def _label(labels, dense_id: int):

@@ -35,6 +35,7 @@ for them (``KeyHasher.collisions``, ``token_row_collisions``).
 
 from __future__ import annotations
 
+import itertools
 import struct
 from typing import Any, Sequence
 
@@ -106,9 +107,11 @@ def _bytes_keys(chunks: list[bytes], kind: str) -> np.ndarray:
     words = (lengths + 7) >> 3
     width = np.where(words > 1, 1 << np.ceil(np.log2(np.maximum(words, 1))).astype(np.int64), words)
     acc = np.zeros(n, _U64)
-    for w in np.unique(width).tolist():
-        if w == 0:
+    # the widths present (0 and powers of two): bincount of their bit lengths is far cheaper than np.unique
+    for bits in np.flatnonzero(np.bincount(np.log2(np.maximum(width, 1)).astype(np.int64) + (width > 0))).tolist():
+        if bits == 0:
             continue
+        w = 1 << (bits - 1)
         idx = np.flatnonzero(width == w)
         block = np.array(chunks if len(idx) == n else [chunks[i] for i in idx.tolist()], dtype=f"S{8 * w}")
         lanes = block.view("<u8").reshape(len(idx), w)
@@ -224,13 +227,20 @@ class KeyHasher:
     ``collisions`` lists ``(key, first_object, other_object)`` for two different objects that hashed to
     the same key within the lifetime of this hasher (one batch). ``hash_fn`` (one object -> int) replaces the
     stable hash, for tests.
+
+    Every object given to ``keys`` gets a position (a running count over all calls). The memo maps each distinct
+    object to the position of its first occurrence, and ``_key_at`` holds the key at those positions, so one
+    ``dict.setdefault`` per object both finds the repeats and numbers the new objects (one pass over the
+    column at C speed instead of a dedup pass and a lookup pass).
     """
 
     def __init__(self, hash_fn=None):
         self._hash_many = object_keys if hash_fn is None else (lambda objs: np.array([hash_fn(o) for o in objs],
                                                                                      dtype=np.int64))
-        self._memo: dict[Any, int] = {}        # hashable state object -> key
+        self._first: dict[Any, int] = {}       # hashable state object (or its content) -> position of its first copy
+        self._key_at = np.empty(0, np.int64)  # position -> key (meaningful at first copies only)
         self._owner: dict[int, Any] = {}       # key -> first object seen with it
+        self._text_only = True                 # every memoised object is a str or bytes (see _check_new_types)
         self.collisions: list[tuple[int, Any, Any]] = []
 
     def __call__(self, obj: Any) -> int:
@@ -249,32 +259,59 @@ class KeyHasher:
                 unique, inverse = np.unique(objs, return_inverse=True)
                 return self.keys(unique.tolist())[inverse.reshape(-1)]
             objs = objs.tolist() if objs.ndim == 1 else list(objs)
-        check_key_types(objs)
+        n, start, known = len(objs), len(self._key_at), len(self._first)
+        if not self._text_only:  # a float could equal a memoised number or tuple: check every object's type
+            check_key_types(objs)
         try:
-            distinct = dict.fromkeys(objs)  # C-speed dedup of the column
-        except TypeError:  # unhashable objects (arrays, tensors, bytearrays): memoise them by content
-            memo_keys = [_memo_key(obj) for obj in objs]
-            by_content = dict(zip(memo_keys, objs))
-            self._learn([k for k in by_content if k not in self._memo], [by_content[k] for k in by_content
-                                                                         if k not in self._memo])
-            return np.fromiter(map(self._memo.__getitem__, memo_keys), np.int64, len(objs))
-        new = list(distinct.keys() - self._memo.keys()) if self._memo else list(distinct)
-        self._learn(new, new)
-        return np.fromiter(map(self._memo.__getitem__, objs), np.int64, len(objs))
+            try:
+                first = np.fromiter(map(self._first.setdefault, objs, itertools.count(start)), np.int64, n)
+            except TypeError:  # unhashable objects (arrays, tensors, bytearrays): memoise them by content
+                self._forget_since(known)
+                check_key_types(objs)
+                first = np.fromiter(map(self._first.setdefault, map(_memo_key, objs), itertools.count(start)),
+                                    np.int64, n)
+            new = np.fromiter(itertools.islice(self._first.values(), known, None), np.int64,
+                              len(self._first) - known) - start  # rows of this call's new distinct objects
+            objects = list(map(objs.__getitem__, new.tolist()))
+            if self._text_only:
+                self._check_new_types(objs, objects)
+            key_at = np.empty(n, np.int64)
+            if new.size:
+                key_at[new] = self._learn(objects)
+        except BaseException:  # e.g. an array of floats: leave the memo as it was, so the caller can retry
+            self._forget_since(known)
+            raise
+        self._key_at = np.concatenate([self._key_at, key_at]) if start else key_at
+        return self._key_at[first]
 
-    def _learn(self, memo_keys: list, objects: list) -> None:
-        """Hash ``objects`` (remembered under ``memo_keys``) and record collisions."""
-        if not objects:
+    def _check_new_types(self, objs: Sequence, objects: list) -> None:
+        """Type check of a column from its new distinct objects alone, valid while every memoised object is a
+        str or bytes: an object that is no str / bytes cannot equal one (1.0 == 1 is the danger, and
+        ``1.0 != "1"``), so it is either among the new objects or absent. Once a number, tuple or array is
+        memoised, every later column gets the full check."""
+        types = set(map(type, objects))
+        if all(issubclass(cls, (str, bytes)) for cls in types):
             return
-        keys = self._hash_many(objects).tolist()
-        self._memo.update(zip(memo_keys, keys))
-        if len(set(keys)) == len(keys) and self._owner.keys().isdisjoint(keys):
-            self._owner.update(zip(keys, objects))
-            return
-        for key, obj in zip(keys, objects):
+        self._text_only = False
+        check_key_types(objs)  # the column's own floats too: 1 and 1.0 in one column give one new object
+
+    def _forget_since(self, known: int) -> None:
+        """Drop the memo entries added after the first ``known`` (dicts keep insertion order)."""
+        for obj in list(itertools.islice(self._first, known, None)):
+            del self._first[obj]
+
+    def _learn(self, objects: list) -> np.ndarray:
+        """Keys of distinct new ``objects``; records collisions with each other and with earlier objects."""
+        keys = self._hash_many(objects)
+        owners = dict(zip(keys.tolist(), objects))
+        if len(owners) == len(objects) and self._owner.keys().isdisjoint(owners):
+            self._owner.update(owners)
+            return keys
+        for key, obj in zip(keys.tolist(), objects):
             first = self._owner.setdefault(key, obj)
             if first is not obj and _canonical(first) != _canonical(obj):
                 self.collisions.append((key, first, obj))
+        return keys
 
 
 def _memo_key(obj: Any) -> Any:

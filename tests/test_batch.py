@@ -69,6 +69,10 @@ def test_costs_all_or_none():
     (lambda r: r[3].update(episode_reward=1.0), r"row 3 .*'episode_reward' differs"),
     (lambda r: r[0].update(state=[1, 2]), r"row 0: field 'state': unsupported state key type list"),
     (lambda r: r[4].update(next_state=0.5), r"row 4: field 'next_state': unsupported state key type float"),
+    (lambda r: r[0].update(next_state=0.5), r"row 0: field 'next_state': unsupported state key type float"),
+    (lambda r: r[2].update(next_state=[1]), r"row 2: field 'next_state': unsupported state key type list"),
+    (lambda r: r[1].update(step=-1), r"row 1 .*field 'step' must be >= 0"),
+    (lambda r: r[1].update(step=7), r"row 1 .*contiguous from 0 \(previous step 0\)"),
     (lambda r: r[2].update(valid="yes"), r"row 2: field 'valid' must be a bool"),
     (lambda r: r[2].update(step=1.0), r"row 2: field 'step' must be an integer"),
     (lambda r: r[2].update(reward="x"), r"row 2: field 'reward' must be a number"),
@@ -291,3 +295,53 @@ def test_from_columns_pandas_and_pyarrow_if_installed():
             converted = {k: make(lib, v) for k, v in cols.items()}
         got = StepBatch.from_columns(converted)
         assert torch.equal(got.state, want.state) and torch.equal(got.reward, want.reward)
+
+
+# ------------------------------------------------------------------------------------------------ fast host paths
+
+def _oracle(rows):
+    """What from_records must give, computed row by row in plain Python (no dedup, no shortcuts)."""
+    def dense(values):
+        ids = {}
+        return [ids.setdefault(v, len(ids)) for v in values], list(ids)
+    group, group_labels = dense([r["group"] for r in rows])
+    traj, traj_labels = dense([r["traj"] for r in rows])
+    return dict(group=group, traj=traj, group_labels=group_labels, traj_labels=traj_labels,
+                state=[stable_key(r["state"]) for r in rows], next_state=[stable_key(r["next_state"]) for r in rows])
+
+
+def _random_rollouts(seed):
+    """Rows of random walks where labels and states are sometimes the very same object as the previous row's,
+    sometimes an equal copy, sometimes different; rows shuffled or not."""
+    rng = np.random.default_rng(seed)
+    copy = lambda text: "".join(list(text))  # equal, not the same object  # noqa: E731
+    rows = []
+    for g in range(int(rng.integers(1, 4))):
+        group = f"task{g}"
+        for t in range(int(rng.integers(1, 4))):
+            traj, state = (g, t), f"s{rng.integers(5)}"
+            for step in range(int(rng.integers(1, 6))):
+                following = f"s{rng.integers(5)}"
+                rows.append(rec(group if rng.random() < 0.5 else copy(group), traj, step, state,
+                                following if rng.random() < 0.7 else copy(following)))
+                state = following if rng.random() < 0.7 else (copy(following) if rng.random() < 0.5 else f"s{rng.integers(5)}")
+    if rng.random() < 0.5:
+        rows = [rows[i] for i in rng.permutation(len(rows))]
+    return rows
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_from_records_and_columns_match_a_plain_python_oracle(seed):
+    rows = _random_rollouts(seed)
+    want = _oracle(rows)
+    traj_ids = {}
+    int_columns = {**_columns(rows), "group": np.array([int(r["group"][4:]) for r in rows]),
+                   "traj": np.array([traj_ids.setdefault(r["traj"], len(traj_ids) * 7 % 5 + 10 * len(traj_ids))
+                                     for r in rows])}
+    for batch in (StepBatch.from_records(rows), StepBatch.from_columns(_columns(rows))):
+        for name in ("group", "traj", "state", "next_state"):
+            assert getattr(batch, name).tolist() == want[name], name
+        assert batch.group_labels == want["group_labels"] and batch.traj_labels == want["traj_labels"]
+    batch = StepBatch.from_columns(int_columns)  # integer labels: dense ids from numpy runs
+    assert batch.group.tolist() == _oracle([dict(r, group=g) for r, g in zip(rows, int_columns["group"].tolist())])["group"]
+    assert batch.traj.tolist() == want["traj"]

@@ -147,6 +147,36 @@ def test_key_hasher_reports_collisions():
     assert len(hasher.collisions) == 1
 
 
+def test_key_hasher_hashes_each_distinct_object_once_across_columns():
+    hashed = []
+    hasher = KeyHasher(hash_fn=lambda obj: hashed.append(obj) or stable_key(obj))
+    first = hasher.keys(["a", "b", "a", "c"])
+    second = hasher.keys(["c", "d", "a", "d"])
+    assert first.tolist() == [stable_key(v) for v in ["a", "b", "a", "c"]]
+    assert second.tolist() == [stable_key(v) for v in ["c", "d", "a", "d"]]
+    assert hashed == ["a", "b", "c", "d"]
+    assert hasher.objects == {stable_key(v): v for v in "abcd"}
+
+
+def test_key_hasher_stays_usable_after_a_refused_column():
+    hasher = KeyHasher()
+    with pytest.raises(TypeError, match="dtype float"):
+        hasher.keys(["a", "new", np.array([0.5])])  # fails while hashing, after the memo saw "new"
+    assert hasher.keys(["new", "a", np.array([1])]).tolist() == [stable_key("new"), stable_key("a"),
+                                                                  stable_key(np.array([1]))]
+
+
+@pytest.mark.parametrize("columns", [(["a"], [1, 1.0]), (["a", 1], [1.0]), ([1], ["a", 1.0]), (["a"], [("x", 1), ("x", 1.0)]),
+                                     ([("x", 1)], [("x", 1.0)]), ([b"a"], [1.0])])
+def test_key_hasher_refuses_floats_hidden_behind_equal_numbers(columns):
+    hasher = KeyHasher()
+    *earlier, last = columns
+    for column in earlier:
+        hasher.keys(column)
+    with pytest.raises(TypeError, match="float"):
+        hasher.keys(last)
+
+
 def test_key_hasher_equal_objects_are_not_collisions():
     hasher = KeyHasher()
     hasher.keys([1, np.int64(1), "x", "".join(["x"]), (1, 2), (np.int64(1), 2)])
