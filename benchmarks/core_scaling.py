@@ -6,6 +6,7 @@ columns / compute only, on the MDP batches of the credit-step comparison (benchm
     python benchmarks/core_scaling.py --linearity                         # from_records us/step, 1e3..1e6
     python benchmarks/core_scaling.py --hashing                           # stable 64-bit hash candidates
     python benchmarks/core_scaling.py --against /path/to/old/checkout    # before / after, alternating processes
+    python benchmarks/core_scaling.py --stages                            # CPU time per stage, one thread
 
 Batches: T tasks x 8 rollouts, one random deterministic MDP per task (200 short string states, 4 actions,
 10% invalid actions that stay put, a random goal; an episode ends at the goal or after 50 steps), uniform
@@ -166,25 +167,34 @@ def hashing_candidates(repeats: int) -> list[dict]:
 _TIME_ONE = """
 import json, pickle, statistics, sys, time
 sys.path.insert(0, sys.argv[1])
+import torch
+torch.set_num_threads(int(sys.argv[3]))
 import graphgpo
 assert graphgpo.__file__.startswith(sys.argv[1]), graphgpo.__file__
 from graphgpo import StepBatch, compute_advantages
 records = pickle.load(open(sys.argv[2], "rb"))
-def median_ms(fn):
-    times = []
+def medians(fn):
+    wall, cpu = [], []
     for _ in range(5):
-        start = time.perf_counter(); fn(); times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+        start, start_cpu = time.perf_counter(), time.process_time()
+        fn()
+        wall.append((time.perf_counter() - start) * 1e3)
+        cpu.append((time.process_time() - start_cpu) * 1e3)
+    return statistics.median(wall), statistics.median(cpu)
 batch = StepBatch.from_records(records)
 compute_advantages(batch, backend="torch", preset="alfworld")
-print(json.dumps({"from_records": median_ms(lambda: StepBatch.from_records(records)),
-                  "compute": median_ms(lambda: compute_advantages(batch, backend="torch", preset="alfworld"))}))
+out = {}
+for name, fn in (("from_records", lambda: StepBatch.from_records(records)),
+                 ("compute", lambda: compute_advantages(batch, backend="torch", preset="alfworld"))):
+    out[name], out[name + " cpu"] = medians(fn)
+print(json.dumps(out))
 """
 
 
-def against(other: str, tasks: list[int], repeats: int) -> list[dict]:
+def against(other: str, tasks: list[int], repeats: int, threads: int) -> list[dict]:
     """from_records and compute (torch) of this checkout and of ``other``, each in a fresh process on the same
-    pickled records, alternating, quiet and with a busy neighbour."""
+    pickled records, alternating, quiet and with a busy neighbour; wall and process CPU time (``threads``:
+    torch threads of the timing processes; the credit step itself may set its own)."""
     import pickle
     import tempfile
 
@@ -199,11 +209,88 @@ def against(other: str, tasks: list[int], repeats: int) -> list[dict]:
                 with busy_neighbour(contended):
                     for rep in range(repeats):
                         for name, root in (("other", os.path.abspath(other)), ("this", here)):
-                            out = subprocess.run([sys.executable, "-c", _TIME_ONE, root, path], check=True, text=True,
-                                                 capture_output=True, env=dict(os.environ, PYTHONPATH=root)).stdout
+                            out = subprocess.run([sys.executable, "-c", _TIME_ONE, root, path, str(threads)], check=True,
+                                                 text=True, capture_output=True,
+                                                 env=dict(os.environ, PYTHONPATH=root)).stdout
                             rows.append({"tasks": t, "contended": contended, "checkout": name, "rep": rep,
                                          "load": load(), **json.loads(out)})
                             print(f"  T={t} {'contended' if contended else 'quiet'} {name:5s}: {rows[-1]}", flush=True)
+    return rows
+
+
+def stages(tasks: list[int], repeats: int) -> list[dict]:
+    """Where the time goes: process CPU time (median of ``repeats``) of each host stage of ``from_records`` /
+    ``from_columns`` and each stage of the torch pipeline, one thread, in this process."""
+    from operator import itemgetter
+
+    from graphgpo.backends import pipeline
+    from graphgpo.backends import torch_backend as tb
+    from graphgpo.backends import torch_graph as tg
+    from graphgpo.batch import REQUIRED_FIELDS, _validate
+    from graphgpo.columns import bool_column, dense_ids, float_column, int_column, next_state_column, state_column
+    from graphgpo.config import make_config
+    from graphgpo.hashing import KeyHasher, object_keys
+
+    def cpu_ms(fn):
+        times = []
+        for _ in range(repeats):
+            start = time.process_time()
+            fn()
+            times.append((time.process_time() - start) * 1e3)
+        return statistics.median(times)
+
+    def state_keys(cols):
+        hasher = KeyHasher()
+        keys = state_column(hasher, cols["state"], "state")
+        next_state_column(hasher, cols["next_state"], cols["state"], keys, "next_state")
+
+    rows = []
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for t in tasks:
+            records = mdp_records(t, seed=t)
+            cols = {name: list(map(itemgetter(name), records)) for name in REQUIRED_FIELDS}
+            columns = to_columns(records)
+            batch = StepBatch.from_records(records)
+            config = make_config("graphgpo", preset="alfworld")
+            graph = pipeline.build_graph(batch, tg.node_ids)
+            csr = tg.reverse_csr(graph)
+            step_group, num_step_groups = pipeline.step_groups(graph, batch)
+            dist, num_unique_edges = tg.graph_distances(graph)
+            returns = tb.returns_from_distances(graph, dist, batch, config)[2]
+            distinct = list(dict.fromkeys(cols["state"] + cols["next_state"]))
+            timed = {
+                "from_records": lambda: StepBatch.from_records(records),
+                "  transpose (one list per field)": lambda: {n: list(map(itemgetter(n), records))
+                                                             for n in REQUIRED_FIELDS},
+                "  group + traj dense ids": lambda: (dense_ids(cols["group"], "g"), dense_ids(cols["traj"], "t")),
+                "  step": lambda: int_column(cols["step"], "step"),
+                "  state + next_state keys": lambda: state_keys(cols),
+                f"    of which hashing the {len(distinct)} distinct states": lambda: object_keys(distinct),
+                "  success + valid": lambda: (bool_column(cols["success"], "s"), bool_column(cols["valid"], "v")),
+                "  reward + episode_reward": lambda: (float_column(cols["reward"], "r"),
+                                                      float_column(cols["episode_reward"], "e")),
+                "  validation": lambda: _validate(batch),
+                "from_columns": lambda: StepBatch.from_columns(columns),
+                "compute (torch)": lambda: tb.compute(batch, "graphgpo", config),
+                "  node ids + graph": lambda: pipeline.build_graph(batch, tg.node_ids),
+                "  step groups": lambda: pipeline.step_groups(graph, batch),
+                "  reverse CSR": lambda: tg.reverse_csr(graph),
+                f"  distances ({tg.distance_method(csr)}, {csr.num_unique_edges} edges)":
+                    lambda: tg.shortest_distances(graph, csr),
+                "  returns": lambda: tb.returns_from_distances(graph, dist, batch, config),
+                "  advantages": lambda: tb.step_and_episode_advantages(batch, returns, step_group, num_step_groups,
+                                                                       config),
+                "  stats": lambda: pipeline.graph_stats(graph, dist, num_unique_edges, step_group, num_step_groups),
+            }
+            for stage, fn in timed.items():
+                fn()
+                rows.append({"tasks": t, "steps": len(records), "stage": stage, "cpu_ms": cpu_ms(fn), "load": load()})
+                print(f"  T={t} ({len(records)} steps) {stage:48s} {rows[-1]['cpu_ms']:8.2f} ms CPU (load {load()})",
+                      flush=True)
+    finally:
+        torch.set_num_threads(saved)
     return rows
 
 
@@ -236,13 +323,18 @@ def main() -> None:
     parser.add_argument("--linearity", action="store_true", help="only from_records' time per step at 1e3..1e6")
     parser.add_argument("--hashing", action="store_true", help="only the stable-hash candidates")
     parser.add_argument("--against", metavar="CHECKOUT", help="before / after against another checkout of graphgpo")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="with --against: torch threads of the timing processes (default: torch's default)")
+    parser.add_argument("--stages", action="store_true", help="only the CPU time of each stage, one thread")
     parser.add_argument("--json", help="write every measurement here")
     args = parser.parse_args()
 
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()} "
           f"(the credit step runs on graphgpo.backends.cpu_threads.CPU_THREADS), load {load()}", flush=True)
     if args.against:
-        rows = against(args.against, args.tasks if args.tasks != [4, 16, 64, 256, 1024] else [16, 256], 2)
+        rows = against(args.against, args.tasks if args.tasks != [4, 16, 64, 256, 1024] else [16, 256], 2, args.threads)
+    elif args.stages:
+        rows = stages(args.tasks if args.tasks != [4, 16, 64, 256, 1024] else [16, 64, 256], args.repeats)
     elif args.hashing:
         rows = hashing_candidates(args.repeats)
     elif args.linearity:
