@@ -191,7 +191,7 @@ def object_keys(objs: Sequence) -> np.ndarray:
     out = np.empty(n, np.int64)
     kinds = {cls: _kind(cls) for cls in set(map(type, objs))}
     if len(set(kinds.values())) == 1:
-        groups = {next(iter(kinds.values())): (range(n), list(objs))}
+        groups = {next(iter(kinds.values())): (slice(None), objs)}  # one kind: no positions to scatter back
     else:
         groups = {}
         for i, obj in enumerate(objs):
@@ -212,7 +212,7 @@ def object_keys(objs: Sequence) -> np.ndarray:
             ends = np.cumsum([len(t) for t in members]).tolist()
             starts = [0] + ends[:-1]
             keys = _bytes_keys([item_keys[a:b].tobytes() for a, b in zip(starts, ends)], "tuple")
-        out[np.asarray(positions, dtype=np.int64)] = keys
+        out[positions if isinstance(positions, slice) else np.asarray(positions, dtype=np.int64)] = keys
     return out
 
 
