@@ -51,7 +51,14 @@ def paper_batch():
     return batch
 
 
-def test_torch_backend_sync_count(paper_batch):
+@pytest.fixture
+def cuda_like_sorts(monkeypatch):
+    """Count the syncs of the device path: CPU tensors of this size are otherwise numbered by numpy sorts
+    (torch_graph.NUMPY_SORT_MAX, a CPU-only branch with nothing to sync)."""
+    monkeypatch.setattr(torch_graph, "NUMPY_SORT_MAX", 0)
+
+
+def test_torch_backend_sync_count(paper_batch, cuda_like_sorts):
     depth = bfs_depth(paper_batch)
     with count_syncs() as log:
         torch_backend.compute(paper_batch, "graphgpo", make_config("graphgpo"))
@@ -70,7 +77,7 @@ def test_torch_backend_sync_count(paper_batch):
     assert log == []
 
 
-def test_torch_frontier_sync_count(paper_batch, monkeypatch):
+def test_torch_frontier_sync_count(paper_batch, monkeypatch, cuda_like_sorts):
     monkeypatch.setattr(torch_graph, "distance_method", lambda csr: "frontier")
     depth, expands_once_more = bfs_levels(paper_batch)
     with count_syncs() as log:

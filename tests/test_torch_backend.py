@@ -11,6 +11,7 @@ from __future__ import annotations
 import statistics
 
 import networkx as nx
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
@@ -255,6 +256,20 @@ def test_node_ids_fold_group_exactly():
     assert extra is None
     assert node_group.tolist() == [0, 0, 1, 1]
     assert state_node.tolist() == [1, 2] and next_node.tolist() == [0, 3]
+
+
+@pytest.mark.parametrize("num_groups", [1, 7, 70_000])  # 70k groups: beyond uint16, the torch sort path
+def test_dense_pairs_number_pairs_in_sorted_order(num_groups):
+    rng = np.random.default_rng(num_groups)
+    pool = np.array([INT64_MIN, INT64_MAX, -1, 0, 1, 2**40] + rng.integers(-2**62, 2**62, 20).tolist(), dtype=np.int64)
+    n = 3000
+    group = torch.from_numpy(rng.integers(0, num_groups, n))
+    key = torch.from_numpy(pool[rng.integers(0, len(pool), n)])
+    pairs = sorted(set(zip(group.tolist(), key.tolist())))  # independent: Python's sort of the distinct pairs
+    rank = {pair: i for i, pair in enumerate(pairs)}
+    pair_group, node = tg.dense_pairs(group, key)
+    assert pair_group.tolist() == [g for g, _ in pairs]
+    assert node.tolist() == [rank[pair] for pair in zip(group.tolist(), key.tolist())]
 
 
 @pytest.mark.gpu

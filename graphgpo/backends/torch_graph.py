@@ -141,10 +141,25 @@ def dense_pairs(group: torch.Tensor, key: torch.Tensor) -> tuple[torch.Tensor, t
     Ranking the raw keys first lets (group, rank) fold into one exact int64 (no hashing of pairs, no
     ``unique(dim=0)``); rank order is key order, so pair order is (group, key) order.
     """
+    if key.device.type == "cpu" and key.numel() <= NUMPY_SORT_MAX and group.numel() and int(group.max()) < 1 << 16:
+        return _dense_pairs_numpy(group.numpy(), key.numpy())
     keys, key_rank = sorted_unique(key)
     num_keys = keys.numel()
     node_pair, node = sorted_unique(group * num_keys + key_rank)
     return torch.div(node_pair, num_keys, rounding_mode="floor"), node
+
+
+def _dense_pairs_numpy(group: np.ndarray, key: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """``dense_pairs`` on the CPU in one comparison sort: keys first, then a stable radix sort of the uint16
+    group ids (numpy sorts integers of 16 bits or fewer by radix in linear time), giving (group, key) order."""
+    by_key = np.argsort(key)
+    order = by_key[np.argsort(group.astype(np.uint16)[by_key], kind="stable")]
+    pair_group, pair_key = group[order], key[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (pair_group[1:] != pair_group[:-1]) | (pair_key[1:] != pair_key[:-1])
+    node = np.empty(len(order), dtype=np.int64)
+    node[order] = np.cumsum(first) - 1
+    return torch.from_numpy(pair_group[first]), torch.from_numpy(node)
 
 
 def node_ids(batch, to_success: torch.Tensor, state_key: torch.Tensor, next_key: torch.Tensor,
