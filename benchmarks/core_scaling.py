@@ -76,12 +76,13 @@ def to_columns(records: list[dict]) -> dict:
             "reward": np.array([r["reward"] for r in records])}
 
 
-def median_ms(fn, repeats: int) -> float:
+def median_ms(fn, repeats: int, clock=time.perf_counter) -> float:
+    """Median over ``repeats`` calls of ``fn``, in ms of ``clock`` (wall by default; time.process_time: CPU)."""
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         fn()
-        times.append((time.perf_counter() - start) * 1e3)
+        times.append((clock() - start) * 1e3)
     return statistics.median(times)
 
 
@@ -232,12 +233,7 @@ def stages(tasks: list[int], repeats: int) -> list[dict]:
     from graphgpo.hashing import KeyHasher, object_keys
 
     def cpu_ms(fn):
-        times = []
-        for _ in range(repeats):
-            start = time.process_time()
-            fn()
-            times.append((time.process_time() - start) * 1e3)
-        return statistics.median(times)
+        return median_ms(fn, repeats, time.process_time)
 
     def state_keys(cols):
         hasher = KeyHasher()
