@@ -6,6 +6,7 @@ columns / compute only, on the MDP batches of the credit-step comparison (benchm
     python benchmarks/core_scaling.py --linearity                         # from_records us/step, 1e3..1e6
     python benchmarks/core_scaling.py --hashing                           # stable 64-bit hash candidates
     python benchmarks/core_scaling.py --against /path/to/old/checkout    # before / after, alternating processes
+    python benchmarks/core_scaling.py --against /path/to/old --same-process --repeats 15  # one process, CPU time
     python benchmarks/core_scaling.py --stages                            # CPU time per stage, one thread
 
 Batches: T tasks x 8 rollouts, one random deterministic MDP per task (200 short string states, 4 actions,
@@ -219,6 +220,77 @@ def against(other: str, tasks: list[int], repeats: int, threads: int) -> list[di
     return rows
 
 
+def importable_copy(checkout: str, into: str, name: str = "graphgpo_base"):
+    """The ``graphgpo`` package of ``checkout`` copied under ``into`` as ``name`` (its absolute imports
+    renamed), imported, so two versions can run in one process."""
+    import importlib
+    import re
+    import shutil
+
+    target = os.path.join(into, name)
+    shutil.copytree(os.path.join(checkout, "graphgpo"), target)
+    for folder, _, files in os.walk(target):
+        for file in (f for f in files if f.endswith(".py")):
+            path = os.path.join(folder, file)
+            with open(path) as f:
+                text = f.read()
+            with open(path, "w") as f:
+                f.write(re.sub(r"\bgraphgpo(?=[. ]|$)", name, text, flags=re.M))
+    sys.path.insert(0, into)
+    return importlib.import_module(name)
+
+
+def against_same_process(other: str, tasks: list[int], repeats: int) -> list[dict]:
+    """from_records / from_columns / compute of ``other`` and of this checkout in one process, calls
+    interleaved (ABBA), one torch thread, process CPU time: the per-call ratio's median is robust to load that
+    changes between processes. Asserts that both give the same advantages."""
+    import tempfile
+
+    import graphgpo
+
+    rows = []
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        old = importable_copy(os.path.abspath(other), tmp)
+        versions = {"other": old, "this": graphgpo}
+        try:
+            for t in tasks:
+                records = mdp_records(t, seed=t)
+                columns = to_columns(records)
+                batches = {k: m.StepBatch.from_records(records) for k, m in versions.items()}
+                outs = {k: m.compute_advantages(batches[k], preset="alfworld", backend="torch")
+                        for k, m in versions.items()}
+                if not torch.allclose(outs["other"].advantages, outs["this"].advantages, atol=1e-6):
+                    raise AssertionError(f"T={t}: the two checkouts give different advantages")
+                same_keys = torch.equal(batches["other"].state, batches["this"].state)
+                calls = {"from_records": lambda m, k: m.StepBatch.from_records(records),
+                         "compute": lambda m, k: m.compute_advantages(batches[k], preset="alfworld", backend="torch")}
+                if hasattr(old.StepBatch, "from_columns"):
+                    calls["from_columns"] = lambda m, k: m.StepBatch.from_columns(columns)
+                times = {(c, k): [] for c in calls for k in versions}
+                for rep in range(repeats):
+                    for c, fn in calls.items():
+                        for k in (("other", "this") if rep % 2 == 0 else ("this", "other")):
+                            start = time.process_time()
+                            fn(versions[k], k)
+                            times[(c, k)].append((time.process_time() - start) * 1e3)
+                for c in calls:
+                    before, after = times[(c, "other")], times[(c, "this")]
+                    rows.append({"tasks": t, "steps": len(records), "call": c, "other_cpu_ms": statistics.median(before),
+                                 "this_cpu_ms": statistics.median(after),
+                                 "ratio": statistics.median(b / a for a, b in zip(before, after)),
+                                 "same_keys": same_keys, "load": load()})
+                    r = rows[-1]
+                    print(f"  T={t} ({len(records)} steps) {c:13s} other {r['other_cpu_ms']:8.1f} -> this "
+                          f"{r['this_cpu_ms']:8.1f} ms CPU (this / other {r['ratio']:.2f}; same keys {same_keys}; "
+                          f"load {load()})", flush=True)
+        finally:
+            torch.set_num_threads(saved)
+            sys.path.remove(tmp)
+    return rows
+
+
 def stages(tasks: list[int], repeats: int) -> list[dict]:
     """Where the time goes: process CPU time (median of ``repeats``) of each host stage of ``from_records`` /
     ``from_columns`` and each stage of the torch pipeline, one thread, in this process."""
@@ -321,13 +393,17 @@ def main() -> None:
     parser.add_argument("--against", metavar="CHECKOUT", help="before / after against another checkout of graphgpo")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="with --against: torch threads of the timing processes (default: torch's default)")
+    parser.add_argument("--same-process", action="store_true",
+                        help="with --against: both versions in this process, interleaved, CPU time (robust to load)")
     parser.add_argument("--stages", action="store_true", help="only the CPU time of each stage, one thread")
     parser.add_argument("--json", help="write every measurement here")
     args = parser.parse_args()
 
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()} "
           f"(the credit step runs on graphgpo.backends.cpu_threads.CPU_THREADS), load {load()}", flush=True)
-    if args.against:
+    if args.against and args.same_process:
+        rows = against_same_process(args.against, args.tasks, args.repeats)
+    elif args.against:
         rows = against(args.against, args.tasks if args.tasks != [4, 16, 64, 256, 1024] else [16, 256], 2, args.threads)
     elif args.stages:
         rows = stages(args.tasks if args.tasks != [4, 16, 64, 256, 1024] else [16, 64, 256], args.repeats)
