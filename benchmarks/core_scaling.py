@@ -211,8 +211,8 @@ def against(other: str, tasks: list[int], repeats: int, threads: int) -> list[di
                 with busy_neighbour(contended):
                     for rep in range(repeats):
                         for name, root in (("other", os.path.abspath(other)), ("this", here)):
-                            out = subprocess.run([sys.executable, "-c", _TIME_ONE, root, path, str(threads)], check=True,
-                                                 text=True, capture_output=True,
+                            out = subprocess.run([sys.executable, "-c", _TIME_ONE, root, path, str(threads)],
+                                                 check=True, text=True, capture_output=True,
                                                  env=dict(os.environ, PYTHONPATH=root)).stdout
                             rows.append({"tasks": t, "contended": contended, "checkout": name, "rep": rep,
                                          "load": load(), **json.loads(out)})
@@ -277,8 +277,8 @@ def against_same_process(other: str, tasks: list[int], repeats: int) -> list[dic
                             times[(c, k)].append((time.process_time() - start) * 1e3)
                 for c in calls:
                     before, after = times[(c, "other")], times[(c, "this")]
-                    rows.append({"tasks": t, "steps": len(records), "call": c, "other_cpu_ms": statistics.median(before),
-                                 "this_cpu_ms": statistics.median(after),
+                    rows.append({"tasks": t, "steps": len(records), "call": c,
+                                 "other_cpu_ms": statistics.median(before), "this_cpu_ms": statistics.median(after),
                                  "ratio": statistics.median(b / a for a, b in zip(before, after)),
                                  "same_keys": same_keys, "load": load()})
                     r = rows[-1]

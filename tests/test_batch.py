@@ -324,7 +324,10 @@ def _random_rollouts(seed):
                 following = f"s{rng.integers(5)}"
                 rows.append(rec(group if rng.random() < 0.5 else copy(group), traj, step, state,
                                 following if rng.random() < 0.7 else copy(following)))
-                state = following if rng.random() < 0.7 else (copy(following) if rng.random() < 0.5 else f"s{rng.integers(5)}")
+                if rng.random() < 0.7:
+                    state = following
+                else:
+                    state = copy(following) if rng.random() < 0.5 else f"s{rng.integers(5)}"
     if rng.random() < 0.5:
         rows = [rows[i] for i in rng.permutation(len(rows))]
     return rows
@@ -343,5 +346,6 @@ def test_from_records_and_columns_match_a_plain_python_oracle(seed):
             assert getattr(batch, name).tolist() == want[name], name
         assert batch.group_labels == want["group_labels"] and batch.traj_labels == want["traj_labels"]
     batch = StepBatch.from_columns(int_columns)  # integer labels: dense ids from numpy runs
-    assert batch.group.tolist() == _oracle([dict(r, group=g) for r, g in zip(rows, int_columns["group"].tolist())])["group"]
+    relabelled = [dict(r, group=g) for r, g in zip(rows, int_columns["group"].tolist())]
+    assert batch.group.tolist() == _oracle(relabelled)["group"]
     assert batch.traj.tolist() == want["traj"]

@@ -166,8 +166,8 @@ def test_key_hasher_stays_usable_after_a_refused_column():
                                                                   stable_key(np.array([1]))]
 
 
-@pytest.mark.parametrize("columns", [(["a"], [1, 1.0]), (["a", 1], [1.0]), ([1], ["a", 1.0]), (["a"], [("x", 1), ("x", 1.0)]),
-                                     ([("x", 1)], [("x", 1.0)]), ([b"a"], [1.0])])
+@pytest.mark.parametrize("columns", [(["a"], [1, 1.0]), (["a", 1], [1.0]), ([1], ["a", 1.0]),
+                                     (["a"], [("x", 1), ("x", 1.0)]), ([("x", 1)], [("x", 1.0)]), ([b"a"], [1.0])])
 def test_key_hasher_refuses_floats_hidden_behind_equal_numbers(columns):
     hasher = KeyHasher()
     *earlier, last = columns
