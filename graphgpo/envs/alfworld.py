@@ -143,7 +143,9 @@ class AlfWorldConfig:
     """Play exactly these game.tw-pddl files, in this order (split, data_dir and task_types then unused)."""
     state_key: str = "facts"
     """info["state_key"]: "facts" (exact PDDL world state) or "recipe" (observation text + tracked agent
-    state, the GiGPO/GraphGPO recipe's key). benchmarks/alfworld_keys.py compares them."""
+    state, the GiGPO/GraphGPO recipe's key). benchmarks/alfworld_keys.py compares them on real rollouts: the
+    text key splits one world state into several keys for ~30-44% of rows, so the exact facts key shares more
+    steps (benchmarks/RESULTS.md, "State keys")."""
     seed: int = 0
     """Seeds the stream of games used when reset() gets no seed."""
     memoize: bool = True
