@@ -202,8 +202,7 @@ def report(results: list[dict], group_size: int) -> None:
               f"{pct(sum(r['history_hits'] for r in rs), n)} |")
     print(f"\ndemangled names one-to-one with PDDL ids: {sum(r['names_injective'] for r in results)} of "
           f"{len(results)} (game, policy) runs")
-    examples = [(r["gamefile"] if "gamefile" in r else r["index"], r["false_merge_example"])
-                for r in results if r["false_merge_example"]]
+    examples = [(r["index"], r["false_merge_example"]) for r in results if r["false_merge_example"]]
     for index, example in examples[:5]:
         print(f"false merge example (game {index}): {example}")
 
@@ -217,6 +216,8 @@ def main(argv=None) -> int:
     parser.add_argument("--epsilon", type=float, default=0.25)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="stop after the game that ends past this wall time and report the games played")
     parser.add_argument("--out", default="benchmarks/results/alfworld/keys.json")
     args = parser.parse_args(argv)
     from tqdm import tqdm
@@ -226,21 +227,26 @@ def main(argv=None) -> int:
     by_type = defaultdict(list)
     for i, f in enumerate(files):
         by_type[alfworld_task_type(f)].append(i)
-    indices = sorted(i for t in ALFWORLD_TASK_TYPES for i in rng.sample(by_type[t], args.per_type))
+    samples = [rng.sample(by_type[t], args.per_type) for t in ALFWORLD_TASK_TYPES]
+    indices = [i for row in zip(*samples) for i in row]  # round robin over task types: a cut run stays balanced
     options = {k: getattr(args, k) for k in ("data_dir", "group_size", "steps", "epsilon", "seed")}
     started = time.perf_counter()
     results = []
     with get_context("fork").Pool(args.workers) as pool:
-        for out in tqdm(pool.imap_unordered(run_game, [(i, options) for i in indices]), total=len(indices),
-                        desc="games"):
+        for out in tqdm(pool.imap(run_game, [(i, options) for i in indices]), total=len(indices), desc="games"):
             results.extend(out)
+            if args.max_minutes and time.perf_counter() - started > 60 * args.max_minutes:
+                break  # the pool's exit terminates the games in flight
     results.sort(key=lambda r: (r["policy"], r["index"]))
     wall = time.perf_counter() - started
-    print(f"\n{len(indices)} games x {len(POLICIES)} policies x G={args.group_size} x <= {args.steps} steps in "
-          f"{wall / 60:.1f} min, {args.workers} workers; load {os.getloadavg()}\n")
+    played = len(results) // len(POLICIES)
+    cut = f" (stopped at --max-minutes {args.max_minutes}: {played} of {len(indices)} games)" if played < len(indices) else ""
+    print(f"\n{played} games x {len(POLICIES)} policies x G={args.group_size} x <= {args.steps} steps in "
+          f"{wall / 60:.1f} min, {args.workers} workers; load {os.getloadavg()}{cut}\n")
     report(results, args.group_size)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv), "options": options, "wall_s": wall,
+                                          "games_sampled": len(indices), "load": os.getloadavg(),
                                           "results": results}, indent=1, default=str))
     return 0
 

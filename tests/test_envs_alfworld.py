@@ -74,6 +74,14 @@ def test_tracker_holding_and_lamp():
     assert tracker.item_states == (("desk 1", "closed"), ("desklamp 1", "on"))
 
 
+def test_tracker_sees_slicing_in_the_games_own_words():
+    # the games' grammar answers "slice X with Y" with "You sliced the {co.name} with the {ko.name}."
+    tracker = run_tracker([("slice potato 3 with knife 1", "You sliced the potato 3 with the knife 1.")])
+    assert tracker.item_states == (("potato 3", "sliced"),)
+    grammar = Path(fixture_games("train")[0]).read_text()
+    assert "You sliced the {co.name} with the {ko.name}." in grammar
+
+
 def test_recipe_key_separates_identical_text():
     arrive = "You arrive at loc 3. The fridge 1 is closed."
     empty_handed = run_tracker([("go to fridge 1", arrive)])

@@ -143,12 +143,14 @@ class AlfWorldConfig:
     """Play exactly these game.tw-pddl files, in this order (split, data_dir and task_types then unused)."""
     state_key: str = "facts"
     """info["state_key"]: "facts" (exact PDDL world state) or "recipe" (observation text + tracked agent
-    state, the GiGPO/GraphGPO recipe's key). benchmarks/alfworld_keys.py compares them."""
+    state, the GiGPO/GraphGPO recipe's key). benchmarks/alfworld_keys.py compares them on real rollouts: the
+    text key splits one world state into several keys for ~30-44% of rows, so the exact facts key shares more
+    steps (benchmarks/RESULTS.md, "State keys")."""
     seed: int = 0
     """Seeds the stream of games used when reset() gets no seed."""
     memoize: bool = True
-    """Cache TextWorld's PDDL translation and grammar parses (exact, process-wide; ~3x faster resets and ~2x
-    faster steps; see alfworld_memo)."""
+    """Cache TextWorld's PDDL translation and grammar parses (exact, process-wide; resets ~9-11x and steps
+    ~3-4x faster in benchmarks/alfworld_speed.py; see alfworld_memo)."""
     transition_cache: int = 8192
     """Entries (~5 KB each) of the process-wide exact cache of outcomes by (game, commands since reset) that
     the copies of a group share (see alfworld_cache); 0 turns it off. Needs memoize=True."""

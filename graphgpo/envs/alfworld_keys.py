@@ -67,7 +67,7 @@ _PATTERNS = [
     ("hot", re.compile(r"^you heat the " + _OBJ + r" using")),
     ("cool", re.compile(r"^you cool the " + _OBJ + r" using")),
     ("clean", re.compile(r"^you clean the " + _OBJ + r" using")),
-    ("sliced", re.compile(r"^you slice the " + _OBJ)),
+    ("sliced", re.compile(r"^you sliced? the " + _OBJ)),  # ALFWorld says "You sliced the X with the Y."
     ("on", re.compile(r"^you turn on the " + _OBJ)),
     ("off", re.compile(r"^you turn off the " + _OBJ)),
 ]
