@@ -582,8 +582,8 @@ def plot_task(summary: dict[str, Any], path: Path, smooth: int) -> Path:
             ax.axhline(summary["random_policy_success"], color="gray", ls="--", lw=1,
                        label=f"random policy ({summary['random_policy_success']:.2f})")
         ds = uses_ds(methods[0])
-        ax.set_title(f"{summary['task']}{' with dynamic sampling' if ds else ''}: train success (moving "
-                     f"average {smooth}), mean ± std over seeds; dot = final greedy eval", fontsize=9)
+        ax.set_title(f"{summary['task']}{', dynamic sampling' if ds else ''}: train success (moving average "
+                     f"{smooth}), mean ± std over runs; dot: final greedy eval", fontsize=8)
         ax.set_xlabel("iteration (16 tasks x 8 rollouts; + extra rounds with dynamic sampling)")
         ax.set_ylabel("success rate")
         ax.set_ylim(0, 1)
