@@ -106,6 +106,11 @@ class LearningConfig:
     """Moving-average window of the training-success curves."""
     overrides: list[str] = field(default_factory=list)
     """Extra dotted trainer overrides applied to every run (same for all methods)."""
+    earlier: list[str] = field(default_factory=list)
+    """learning.json reports of an earlier round whose per-seed numbers fill the seeds that have no run here,
+    for a (task, method) whose runs here reproduce that report exactly on every seed both have (at least one):
+    same code path, deterministic runs. Their final success, train success, AUC and held-out success count;
+    their iterations-to-bar do not (the bars differ), and they have no curves."""
 
     def validate(self) -> "LearningConfig":
         for task in self.tasks:
@@ -273,9 +278,16 @@ class RunCurve:
     random_baseline: float | None
     heldout: float | None = None
     """Greedy success on the task's second (held-out) evaluation set after the last iteration."""
-    episodes_per_iteration: float | None = None
-    """Mean episodes rolled out per iteration (dynamic sampling plays more; None for runs that predate the
-    metric)."""
+    sampling: dict[str, float] = field(default_factory=dict)
+    """Per-iteration means of the rollout-cost metrics (SAMPLING_METRICS; a metric missing from some row, as
+    in runs that predate it, is left out)."""
+
+
+SAMPLING_METRICS = {"episodes_rolled_out": "episodes_per_iteration", "rollout_rounds": "rounds_per_iteration",
+                    "groups_trained": "groups_trained_per_iteration",
+                    "groups_informative": "groups_informative_per_iteration"}
+"""metrics.jsonl column -> summary key: what dynamic sampling costs (rounds and episodes) and keeps (groups
+trained on, of tasks_per_batch; informative groups found over all rounds)."""
 
 
 def load_run(run_dir: Path, seed: int, iterations: int) -> RunCurve | None:
@@ -288,10 +300,10 @@ def load_run(run_dir: Path, seed: int, iterations: int) -> RunCurve | None:
     evals = [(r["iteration"], float(r["eval_success_rate"])) for r in rows if "eval_success_rate" in r]
     baseline_file = run_dir / "random_baseline.json"
     baseline = json.loads(baseline_file.read_text())["random_policy_success_rate"] if baseline_file.is_file() else None
-    episodes = [r["episodes_rolled_out"] for r in rows if "episodes_rolled_out" in r]
+    sampling = {name: float(np.mean([r[column] for r in rows])) for column, name in SAMPLING_METRICS.items()
+                if all(column in r for r in rows)}
     return RunCurve(seed, np.array([float(r["success_rate"]) for r in rows]), evals, baseline,
-                    heldout_success(run_dir, iterations),
-                    float(np.mean(episodes)) if len(episodes) == len(rows) else None)
+                    heldout_success(run_dir, iterations), sampling)
 
 
 def _mean_std(values: Sequence[float]) -> dict[str, float | None]:
@@ -317,6 +329,7 @@ def summarise_task(cfg: LearningConfig, task: str) -> dict[str, Any]:
     half_gain = (random_rate + 0.5 * (best - random_rate)) if best is not None and random_rate is not None else None
 
     methods: dict[str, Any] = {}
+    earlier = load_earlier(cfg.earlier)
     for method, cs in curves.items():
         per_seed = []
         for c in cs:
@@ -328,16 +341,20 @@ def summarise_task(cfg: LearningConfig, task: str) -> dict[str, Any]:
                 "auc": float(c.train.mean()),
                 "iters_to_half_best": first_reaching(smooth, half_best) if half_best is not None else None,
                 "iters_to_half_gain": first_reaching(smooth, half_gain) if half_gain is not None else None,
-                "episodes_per_iteration": c.episodes_per_iteration,
+                **{name: c.sampling.get(name) for name in SAMPLING_METRICS.values()},
             })
+        added = reproduced_earlier_seeds(per_seed, earlier.get((task, method), {}), cfg.seeds)
+        own = per_seed
+        per_seed = sorted(per_seed + added, key=lambda p: p["seed"])
         methods[method] = {
-            "seeds": [p["seed"] for p in per_seed], "per_seed": per_seed,
-            **{key: _mean_std([p[key] for p in per_seed])
+            "seeds": [p["seed"] for p in per_seed], "earlier_seeds": [p["seed"] for p in added],
+            "per_seed": per_seed,
+            **{key: _mean_std([p.get(key) for p in per_seed])
                for key in ("final_eval_success", "final_train_success", "auc", "heldout_success",
-                           "episodes_per_iteration")},
+                           *SAMPLING_METRICS.values())},
             # a run that never reaches the bar counts as the budget + 1 in the mean (a lower bound on its time)
-            **{key: {**_mean_std([p[key] if p[key] is not None else cfg.iterations + 1 for p in per_seed]),
-                     "never": sum(p[key] is None for p in per_seed)}
+            **{key: {**_mean_std([p[key] if p[key] is not None else cfg.iterations + 1 for p in own]),
+                     "never": sum(p[key] is None for p in own)}
                for key in ("iters_to_half_best", "iters_to_half_gain")},
         }
     # Paired differences to GRPO and to GiGPO with the same dynamic-sampling setting: same seed = same initial
@@ -350,7 +367,7 @@ def summarise_task(cfg: LearningConfig, task: str) -> dict[str, Any]:
             base = {p["seed"]: p for p in methods[other]["per_seed"]}
             for key in ("final_eval_success", "auc", "heldout_success"):
                 diffs = [p[key] - base[p["seed"]][key] for p in info["per_seed"]
-                         if p["seed"] in base and p[key] is not None and base[p["seed"]][key] is not None]
+                         if p["seed"] in base and p.get(key) is not None and base[p["seed"]].get(key) is not None]
                 info[f"{key}_minus_{base_name}"] = _mean_std(diffs)
     return {"task": task, "iterations": cfg.iterations, "random_policy_success": random_rate,
             "eval_label": TASKS[task].get("eval_label", EVAL_LABEL),
@@ -358,6 +375,44 @@ def summarise_task(cfg: LearningConfig, task: str) -> dict[str, Any]:
             "best_final_train_success": best, "half_best_threshold": half_best, "half_gain_threshold": half_gain,
             "methods": methods, "curves": {m: [c.train.tolist() for c in cs] for m, cs in curves.items()},
             "evals": {m: [c.evals for c in cs] for m, cs in curves.items()}}
+
+
+EARLIER_KEYS = ("final_eval_success", "final_train_success", "auc", "heldout_success")
+"""What a seed of an earlier report contributes (the iterations-to-bar depend on that report's bars)."""
+
+
+def load_earlier(paths: Sequence[str]) -> dict[tuple[str, str], dict[int, dict[str, Any]]]:
+    """(task, method) -> seed -> that seed's row, from earlier learning.json reports (the first report that
+    has a seed wins)."""
+    found: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    for path in paths:
+        try:
+            tasks = json.loads(Path(path).read_text(encoding="utf-8"))["tasks"]
+        except (OSError, ValueError, KeyError) as err:
+            raise ValueError(f"earlier: {path} is not a learning.json report ({err})") from None
+        for t in tasks:
+            for method, info in t["methods"].items():
+                for row in info["per_seed"]:
+                    found.setdefault((t["task"], method), {}).setdefault(int(row["seed"]), row)
+    return found
+
+
+def reproduced_earlier_seeds(own: list[dict[str, Any]], earlier: dict[int, dict[str, Any]],
+                             seeds: Sequence[int]) -> list[dict[str, Any]]:
+    """The earlier report's rows for the seeds in ``seeds`` that have no run here, provided that the runs here
+    reproduce that report exactly (final, train and AUC, to 1e-12) on every seed both have, and on at least
+    one; otherwise none. The rows are marked ``"earlier": True``."""
+    overlap = [p for p in own if p["seed"] in earlier]
+    if not overlap:
+        return []
+    for p in overlap:
+        other = earlier[p["seed"]]
+        for key in ("final_eval_success", "final_train_success", "auc"):
+            if p[key] is None or other.get(key) is None or abs(p[key] - other[key]) > 1e-12:
+                return []
+    have = {p["seed"] for p in own}
+    return [{"seed": seed, **{key: earlier[seed].get(key) for key in EARLIER_KEYS}, "earlier": True}
+            for seed in seeds if seed in earlier and seed not in have]
 
 
 DS = "filter_groups.enable=true"
@@ -403,6 +458,11 @@ def _fmt_iters(stat: dict, budget: int) -> str:
     return text + (f" ({stat['never']} never: counted {budget + 1})" if stat["never"] else "")
 
 
+def _seeds_cell(m: dict[str, Any]) -> str:
+    earlier = m.get("earlier_seeds") or []
+    return f"{len(m['seeds'])} ({len(earlier)} earlier)" if earlier else str(len(m["seeds"]))
+
+
 def markdown_table(summary: dict[str, Any]) -> str:
     budget = summary["iterations"]
     rnd = summary["random_policy_success"]
@@ -416,21 +476,43 @@ def markdown_table(summary: dict[str, Any]) -> str:
     header = (["method", "seeds", f"final success on the {label} (greedy)"]
               + (["held-out games after training (greedy)"] if heldout else [])
               + ["final train success (last 10)", "AUC (train)", "iters to 50% of best", "iters to half the gain",
-                 "episodes / iteration", "Δ final vs GRPO (paired)", "Δ final vs GiGPO (paired)",
+                 "Δ final vs GRPO (paired)", "Δ final vs GiGPO (paired)",
                  "Δ AUC vs GRPO (paired)", "Δ AUC vs GiGPO (paired)"])
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|---" * len(header) + "|")
     for method, m in summary["methods"].items():
-        cells = ([variant_label(method), str(len(m["seeds"])), _fmt(m["final_eval_success"])]
+        cells = ([variant_label(method), _seeds_cell(m), _fmt(m["final_eval_success"])]
                  + ([_fmt(m["heldout_success"])] if heldout else [])
                  + [_fmt(m["final_train_success"]), _fmt(m["auc"]), _fmt_iters(m["iters_to_half_best"], budget),
-                    _fmt_iters(m["iters_to_half_gain"], budget), _fmt(m.get("episodes_per_iteration"), 0),
+                    _fmt_iters(m["iters_to_half_gain"], budget),
                     _fmt(m.get("final_eval_success_minus_grpo")), _fmt(m.get("final_eval_success_minus_gigpo")),
                     _fmt(m.get("auc_minus_grpo")), _fmt(m.get("auc_minus_gigpo"))])
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Δ columns: paired by seed against GRPO / GiGPO with the same dynamic-sampling setting "
                  "(a +DS row against GRPO +DS / GiGPO +DS).")
+    cost = sampling_table(summary)
+    if cost:
+        lines += ["", cost]
+    return "\n".join(lines)
+
+
+def sampling_table(summary: dict[str, Any]) -> str:
+    """What each variant's rollouts cost per iteration (means over iterations, then mean ± std over seeds):
+    rounds, groups trained on, informative groups found, episodes. Empty when no run logged them."""
+    rows = [(method, m) for method, m in summary["methods"].items()
+            if any((m.get(k) or {}).get("mean") is not None for k in SAMPLING_METRICS.values())]
+    if not rows:
+        return ""
+    lines = ["Rollout cost per iteration (dynamic sampling plays extra rounds until it has enough groups whose "
+             "rollouts differ in reward):", "",
+             "| method | seeds | rollout rounds | groups trained on | informative groups found (all rounds) "
+             "| episodes rolled out |", "|---|---|---|---|---|---|"]
+    for method, m in rows:
+        cells = [_fmt(m.get(k), 2 if k == "rounds_per_iteration" else 1) for k in SAMPLING_METRICS.values()]
+        runs = len(m["seeds"]) - len(m.get("earlier_seeds") or [])
+        lines.append(f"| {variant_label(method)} | {runs} | {cells[1]} | {cells[2]} | {cells[3]} "
+                     f"| {cells[0]} |")
     return "\n".join(lines)
 
 
@@ -438,8 +520,9 @@ def goal_table(summary: dict[str, Any], chosen: str) -> str:
     """The goal check of one task: GraphGPO with its chosen options at or above GiGPO, both above GRPO, on
     final greedy success (means and per-seed paired differences), without and with dynamic sampling."""
     methods = summary["methods"]
-    rows = ["| dynamic sampling | GraphGPO (chosen) | GiGPO | GRPO | GraphGPO − GiGPO (paired) | GraphGPO − GRPO "
-            "(paired) | GiGPO − GRPO (paired) | goal holds |", "|---|---|---|---|---|---|---|---|"]
+    rows = ["| dynamic sampling | seeds (GraphGPO / GiGPO / GRPO) | GraphGPO (chosen) | GiGPO | GRPO "
+            "| GraphGPO − GiGPO (paired) | GraphGPO − GRPO (paired) | GiGPO − GRPO (paired) | goal holds |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for ds in (False, True):
         suffix = f",{DS}" if chosen and ds else (f"@{DS}" if ds else "")
         ours = (f"graphgpo@{chosen}" if chosen else "graphgpo") + suffix
@@ -451,7 +534,8 @@ def goal_table(summary: dict[str, Any], chosen: str) -> str:
         d_base = methods[gigpo].get(f"{key}_minus_grpo")
         means = [d.get("mean") if d else None for d in (d_gigpo, d_grpo, d_base)]
         holds = None if None in means else (means[0] >= 0 and means[1] > 0 and means[2] > 0)
-        rows.append(f"| {'on' if ds else 'off'} ({variant_label(ours)}) | {_fmt(methods[ours][key])} "
+        seeds = " / ".join(_seeds_cell(methods[m]) for m in (ours, gigpo, grpo))
+        rows.append(f"| {'on' if ds else 'off'} ({variant_label(ours)}) | {seeds} | {_fmt(methods[ours][key])} "
                     f"| {_fmt(methods[gigpo][key])} | {_fmt(methods[grpo][key])} | {_fmt(d_gigpo)} | {_fmt(d_grpo)} "
                     f"| {_fmt(d_base)} | {'–' if holds is None else ('yes' if holds else 'no')} |")
     return "\n".join(rows) if len(rows) > 2 else ""
@@ -498,8 +582,8 @@ def plot_task(summary: dict[str, Any], path: Path, smooth: int) -> Path:
             ax.axhline(summary["random_policy_success"], color="gray", ls="--", lw=1,
                        label=f"random policy ({summary['random_policy_success']:.2f})")
         ds = uses_ds(methods[0])
-        ax.set_title(f"{summary['task']}{' with dynamic sampling' if ds else ''}: train success (moving "
-                     f"average {smooth}), mean ± std over seeds; dot = final greedy eval", fontsize=9)
+        ax.set_title(f"{summary['task']}{', dynamic sampling' if ds else ''}: train success (moving average "
+                     f"{smooth}), mean ± std over runs; dot: final greedy eval", fontsize=8)
         ax.set_xlabel("iteration (16 tasks x 8 rollouts; + extra rounds with dynamic sampling)")
         ax.set_ylabel("success rate")
         ax.set_ylim(0, 1)
@@ -538,6 +622,10 @@ def write_report(cfg: LearningConfig) -> dict[str, Any]:
         sections.append(f"{markdown_table(t)}{goal}\n\nCommand: `{t['command']}`")
     header = ("# Learning comparison\n\nMean ± std over seeds (runs that reached the budget). Same seed = same "
               "initial weights and the same tasks at every iteration for every method.\n")
+    if cfg.earlier:
+        header += (f"\nSeeds counted as 'earlier' come from {', '.join(cfg.earlier)}: used only for a variant whose "
+                   "runs here reproduce that report exactly on every seed both have; they add final success, "
+                   "AUC and held-out success, not iterations-to-bar, curves or rollout costs.\n")
     (out / "learning.md").write_text(header + "\n" + "\n\n".join(sections) + "\n", encoding="utf-8")
     report = {"tasks": tasks}
     previous.write_text(json.dumps(report, indent=1), encoding="utf-8")
@@ -546,8 +634,62 @@ def write_report(cfg: LearningConfig) -> dict[str, Any]:
     return report
 
 
+# ---------------------------------------------------------------------------------------------- archive
+ARCHIVE_FILES = ("summary.json", "config.yaml", BASELINE_FILE, "heldout_eval.json")
+"""Small files of a run directory copied verbatim into the archive (no checkpoints, no model weights)."""
+ARCHIVE_METRICS = ("iteration", "success_rate", "mean_return", "mean_length", "valid_action_rate", "entropy",
+                   "clip_fraction", "learning_rate", "graph_groups_without_success", "graph_memory_edges",
+                   "graph_memory_success_groups", "memory_tasks", "update_skipped", "success_rate_all_rounds",
+                   "time_iteration", *SAMPLING_METRICS)
+"""The metrics.jsonl columns an archived run keeps (plus every ``eval_*`` column): what the report reads
+and what the discussion of the runs uses (entropy, groups without success, memory)."""
+EXACT_METRICS = ("success_rate", "success_rate_all_rounds")
+"""Kept unrounded (the report's curves); the other floats are rounded to 5 significant digits."""
+
+
+def _compact_row(row: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in row.items():
+        if key not in ARCHIVE_METRICS and not key.startswith("eval_"):
+            continue
+        if isinstance(value, float) and key not in EXACT_METRICS and not key.startswith("eval_") and math.isfinite(value):
+            value = float(f"{value:.5g}")
+        out[key] = value
+    return out
+
+
+def archive_runs(cfg: LearningConfig, dest: str | Path) -> list[Path]:
+    """Compact copies of the grid's finished runs (those that reached ``cfg.iterations``) under
+    ``DEST/<task>/<method>/seed<k>``: the small files of ARCHIVE_FILES and metrics.jsonl cut to ARCHIVE_METRICS.
+    ``--report-only --run-root DEST`` rebuilds the same tables from them; copied into a run root, the runs
+    count as done (their summary.json says so), so a later session extends the grid without rerunning them."""
+    from graphgpo.trainer.runlog import read_metrics
+
+    dest = Path(dest)
+    copied = []
+    for task in cfg.tasks:
+        shared = Path(cfg.run_root) / task / f"random_baseline_eval{cfg.eval_tasks}.json"
+        if shared.is_file():
+            (dest / task).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(shared, dest / task / shared.name)
+        for method in cfg.methods:
+            for seed in cfg.seeds:
+                run = run_dir_for(cfg, task, method, seed)
+                if load_run(run, seed, cfg.iterations) is None:
+                    continue
+                target = dest / task / method / f"seed{seed}"
+                target.mkdir(parents=True, exist_ok=True)
+                for name in ARCHIVE_FILES:
+                    if (run / name).is_file():
+                        shutil.copyfile(run / name, target / name)
+                rows = [_compact_row(r) for r in read_metrics(run) if r["iteration"] <= cfg.iterations]
+                (target / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+                copied.append(target)
+    return copied
+
+
 # ---------------------------------------------------------------------------------------------- CLI
-def parse_args(argv: Sequence[str] | None) -> tuple[LearningConfig, bool]:
+def parse_args(argv: Sequence[str] | None) -> tuple[LearningConfig, bool, str | None]:
     d = LearningConfig()
     p = argparse.ArgumentParser(prog="graphgpo compare", description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", nargs="+", default=d.tasks, choices=list(TASKS))
@@ -563,20 +705,27 @@ def parse_args(argv: Sequence[str] | None) -> tuple[LearningConfig, bool]:
     p.add_argument("--out", default=d.out)
     p.add_argument("--smooth", type=int, default=d.smooth)
     p.add_argument("--report-only", action="store_true", help="only rebuild the table and plots from disk")
+    p.add_argument("--earlier", nargs="+", default=[], metavar="JSON",
+                   help="learning.json reports of an earlier round: their seeds fill those without a run here, "
+                        "for the variants whose runs here reproduce them exactly")
+    p.add_argument("--archive", metavar="DIR", help="also write compact copies of the finished runs to DIR "
+                   "(small files and the report's metrics; no checkpoints or weights)")
     p.add_argument("overrides", nargs="*", help="dotted trainer overrides for every run (e.g. ppo_epochs=2)")
     a = p.parse_args(argv)
     cfg = LearningConfig(tasks=a.tasks, methods=a.methods, seeds=a.seeds, iterations=a.iterations,
                          eval_every=a.eval_every, eval_tasks=a.eval_tasks, threads=a.threads, model=a.model,
-                         run_root=a.run_root, out=a.out, smooth=a.smooth, overrides=a.overrides)
-    return cfg.validate(), a.report_only
+                         run_root=a.run_root, out=a.out, smooth=a.smooth, overrides=a.overrides, earlier=a.earlier)
+    return cfg.validate(), a.report_only, a.archive
 
 
 def compare_main(argv: Sequence[str] | None = None) -> int:
     """``graphgpo compare``: train the grid (resumable), then write the table and plots."""
-    cfg, report_only = parse_args(argv)
+    cfg, report_only, archive = parse_args(argv)
     if not report_only:
         run_grid(cfg)
     write_report(cfg)
+    if archive:
+        print(f"archived {len(archive_runs(cfg, archive))} finished runs to {archive}")
     return 0
 
 

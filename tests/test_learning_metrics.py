@@ -141,6 +141,104 @@ def test_paired_differences_at_the_same_ds_setting_and_the_goal_table(tmp_path):
     assert "Goal check" in (tmp_path / "out" / "learning.md").read_text()
 
 
+def test_rollout_cost_table_by_hand(tmp_path):
+    """Rounds, groups trained on, informative groups and episodes per iteration: means over iterations, then
+    over seeds; a run that does not log a metric on every row is left out of that column."""
+    ds = "filter_groups.enable=true"
+    cfg = LearningConfig(tasks=["sokoban-easy"], methods=["grpo", f"grpo@{ds}"], seeds=[0, 1], iterations=2,
+                         smooth=1, run_root=str(tmp_path)).validate()
+    logged = {("grpo", 0): [(1, 16, 9), (1, 16, 11)], ("grpo", 1): [(1, 16, 10), None],
+              (f"grpo@{ds}", 0): [(2, 16, 17), (3, 14, 14)], (f"grpo@{ds}", 1): [(1, 16, 16), (2, 16, 20)]}
+    for (method, seed), rows in logged.items():
+        _write_run(cfg, method, seed, [0.2, 0.4], 0.3)
+        run = run_dir_for(cfg, "sokoban-easy", method, seed)
+        metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        for row, values in zip(metrics, rows):
+            if values:
+                rounds, trained, informative = values
+                row.update(rollout_rounds=rounds, groups_trained=trained, groups_informative=informative,
+                           episodes_rolled_out=128 * rounds)
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in metrics))
+    m = summarise_task(cfg, "sokoban-easy")["methods"]
+    # DS seed 0: rounds (2+3)/2 = 2.5, seed 1: 1.5 -> 2.0; trained 15 and 16 -> 15.5; informative 15.5, 18 -> 16.75
+    assert m[f"grpo@{ds}"]["rounds_per_iteration"]["mean"] == pytest.approx(2.0)
+    assert m[f"grpo@{ds}"]["groups_trained_per_iteration"]["mean"] == pytest.approx(15.5)
+    assert m[f"grpo@{ds}"]["groups_informative_per_iteration"]["mean"] == pytest.approx(16.75)
+    assert m[f"grpo@{ds}"]["episodes_per_iteration"]["mean"] == pytest.approx(256.0)
+    # GRPO seed 1 lacks the metrics on its second row: only seed 0 counts (informative (9+11)/2 = 10)
+    assert m["grpo"]["groups_informative_per_iteration"] == {"mean": 10.0, "std": 0.0, "n": 1}
+    table = markdown_table(summarise_task(cfg, "sokoban-easy"))
+    assert "| grpo +DS | 2 | 2.00 ± 0.71 | 15.5 ± 0.7 | 16.8 ± 1.8 | 256.0 ± 90.5 |" in table
+
+
+def test_archive_keeps_finished_runs_small_and_reportable(tmp_path):
+    """The archive holds the finished runs' small files and cut metrics (no checkpoints); a report built
+    from it equals the report from the full run directories, and a run root seeded with it skips them."""
+    from benchmarks.learning import archive_runs, run_state
+
+    cfg = LearningConfig(tasks=["sokoban-easy"], methods=["grpo", "gigpo"], seeds=[0, 1], iterations=2,
+                         smooth=1, run_root=str(tmp_path / "runs")).validate()
+    for method, seed, final in (("grpo", 0, 0.25), ("grpo", 1, 0.5), ("gigpo", 0, 0.75)):
+        _write_run(cfg, method, seed, [0.1234567, 0.5], final)
+        run = run_dir_for(cfg, "sokoban-easy", method, seed)
+        metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        for row in metrics:
+            row.update(loss=0.123456789, entropy=1.23456789, time_iteration=2.0)
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in metrics))
+        (run / "summary.json").write_text(json.dumps({"status": "completed", "iterations": 2}))
+        (run / "checkpoints" / "iter_000002").mkdir(parents=True)
+        (run / "checkpoints" / "iter_000002" / "state.pt").write_bytes(b"weights")
+    unfinished = run_dir_for(cfg, "sokoban-easy", "gigpo", 1)
+    unfinished.mkdir(parents=True)
+    (unfinished / "metrics.jsonl").write_text(json.dumps({"iteration": 1, "success_rate": 1.0}) + "\n")
+
+    dest = tmp_path / "archive"
+    copied = archive_runs(cfg, dest)
+    assert sorted(p.relative_to(dest).as_posix() for p in copied) == [
+        "sokoban-easy/gigpo/seed0", "sokoban-easy/grpo/seed0", "sokoban-easy/grpo/seed1"]
+    files = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
+    assert files == [f"sokoban-easy/{m}/seed{s}/{f}" for m, s in (("gigpo", 0), ("grpo", 0), ("grpo", 1))
+                     for f in ("metrics.jsonl", "random_baseline.json", "summary.json")]
+    row = json.loads((dest / "sokoban-easy/grpo/seed0/metrics.jsonl").read_text().splitlines()[0])
+    assert row == {"iteration": 1, "success_rate": 0.1234567, "entropy": 1.2346, "time_iteration": 2.0}
+    full, archived = summarise_task(cfg, "sokoban-easy"), summarise_task(
+        LearningConfig(**{**cfg.__dict__, "run_root": str(dest)}), "sokoban-easy")
+    assert archived["methods"] == full["methods"] and archived["curves"] == full["curves"]
+    assert run_state(dest / "sokoban-easy/grpo/seed1", 2) == "done"
+
+
+def test_earlier_seeds_fill_in_only_where_the_runs_reproduce_them(tmp_path):
+    """An earlier report's seeds count for a variant only if every seed run here matches it exactly."""
+    cfg = LearningConfig(tasks=["sokoban-easy"], methods=["grpo", "gigpo", "graphgpo"], seeds=[0, 1, 2],
+                         iterations=2, smooth=1, run_root=str(tmp_path)).validate()
+    _write_run(cfg, "grpo", 0, [0.25, 0.5], 0.25)       # AUC 0.375, train 0.375
+    _write_run(cfg, "gigpo", 0, [0.25, 0.5], 0.5)       # earlier says 0.75 for seed 0: not reproduced
+    _write_run(cfg, "graphgpo", 0, [0.5, 0.5], 0.75)    # earlier has no seed 0: no overlap
+
+    def row(seed, final, auc=0.375):
+        return {"seed": seed, "final_eval_success": final, "final_train_success": auc, "auc": auc,
+                "heldout_success": None, "iters_to_half_best": 1}
+    earlier = {"tasks": [{"task": "sokoban-easy", "methods": {
+        "grpo": {"per_seed": [row(0, 0.25), row(1, 0.125), row(2, 0.375), row(3, 0.5)]},
+        "gigpo": {"per_seed": [row(0, 0.75), row(1, 0.5)]},
+        "graphgpo": {"per_seed": [row(1, 0.875)]}}}]}
+    path = tmp_path / "earlier.json"
+    path.write_text(json.dumps(earlier))
+    s = summarise_task(LearningConfig(**{**cfg.__dict__, "earlier": [str(path)]}), "sokoban-easy")
+    m = s["methods"]
+    # grpo: seed 0 reproduced -> seeds 1 and 2 added (seed 3 is outside the grid): finals 0.25, 0.125, 0.375
+    assert m["grpo"]["seeds"] == [0, 1, 2] and m["grpo"]["earlier_seeds"] == [1, 2]
+    assert m["grpo"]["final_eval_success"]["mean"] == pytest.approx(0.25)
+    assert m["grpo"]["iters_to_half_best"]["n"] == 1  # only the run here has iterations-to-bar
+    assert m["gigpo"]["seeds"] == [0] and m["graphgpo"]["seeds"] == [0]
+    # paired on seed 0 only (gigpo has no seeds 1-2): 0.5 - 0.25
+    assert m["gigpo"]["final_eval_success_minus_grpo"] == {"mean": 0.25, "std": 0.0, "n": 1}
+    assert "| grpo | 3 (2 earlier) |" in markdown_table(s)
+    path.write_text("not json")
+    with pytest.raises(ValueError, match="earlier.json is not a learning.json report"):
+        summarise_task(LearningConfig(**{**cfg.__dict__, "earlier": [str(path)]}), "sokoban-easy")
+
+
 def test_extending_the_budget_stretches_the_learning_rate_decay(tmp_path):
     """A resumed run keeps its decay length unless told otherwise; learning.py's --iterations sets both."""
     from benchmarks.learning import train_config
