@@ -33,6 +33,7 @@ EXTRA_OF_MODULE = {
     "transformers": "train", "tokenizers": "train", "peft": "train", "tensorboard": "train",
     "textworld": "envs", "wandb": "wandb", "vllm": "vllm", "verl": "verl", "triton": "gpu", "cupy": "gpu",
     "pylibcugraph": "cugraph", "alfworld": "alfworld", "rapidfuzz": "similarity", "gguf": "smollm2",
+    "accelerate": "smollm2",
 }
 
 
