@@ -58,8 +58,9 @@ class TimedSampler:
         return out
 
 
-def play(policy, cfg, template, seeds, mode: str, temperature: float, seed: int) -> dict[str, Any]:
-    manager = EnvManager(cfg.env, cfg.env_kwargs, group_size=1, max_steps=cfg.max_steps, executor="serial")
+def play(policy, cfg, template, seeds, mode: str, temperature: float, seed: int,
+         max_steps: int) -> dict[str, Any]:
+    manager = EnvManager(cfg.env, cfg.env_kwargs, group_size=1, max_steps=max_steps, executor="serial")
     if mode == "choose":
         sampler = ChoiceSampler(policy, temperature, seed, batch_size=cfg.generation_batch_size)
     else:
@@ -79,7 +80,7 @@ def play(policy, cfg, template, seeds, mode: str, temperature: float, seed: int)
     times = [t for t, _ in timed.calls]
     steps = sum(n for _, n in timed.calls)
     return {
-        "mode": mode, "temperature": temperature, "episodes": len(result.success),
+        "mode": mode, "temperature": temperature, "episodes": len(result.success), "max_steps": max_steps,
         "success_rate": result.stats["success_rate"], "valid_action_rate": 1.0 - result.stats["invalid_rate"],
         "mean_episode_length": result.stats["mean_length"],
         "mean_response_tokens": float(np.mean([len(g.response_ids) for g in gens])),
@@ -122,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", nargs="+", default=["generate", "choose"], choices=["generate", "choose"])
     parser.add_argument("--decodings", nargs="+", default=["greedy", "sampled"], choices=["greedy", "sampled"])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--generate-tasks", type=int, default=None,
+                        help="fewer episodes for the (slow: up to max_completion_length tokens) generate rows: "
+                             "the first N of the tasks")
+    parser.add_argument("--generate-steps", type=int, default=None,
+                        help="shorter episodes for the generate rows (default: the preset's max_steps)")
     parser.add_argument("--spread", action="store_true",
                         help="evenly spaced tasks over a finite pool (its games are sorted, e.g. by task type) "
                              "instead of the trainer's first --tasks ones")
@@ -149,7 +155,12 @@ def main(argv: list[str] | None = None) -> int:
         for decoding in args.decodings:
             temperature = 0.0 if decoding == "greedy" else (cfg.choice_temperature if mode == "choose"
                                                             else cfg.temperature)
-            row = play(policy, cfg, template, seeds, mode, temperature, derived_seed("zero-shot", mode, decoding))
+            mode_seeds, steps = seeds, cfg.max_steps
+            if mode == "generate":
+                mode_seeds = seeds[:args.generate_tasks or len(seeds)]
+                steps = args.generate_steps or cfg.max_steps
+            row = play(policy, cfg, template, mode_seeds, mode, temperature,
+                       derived_seed("zero-shot", mode, decoding), steps)
             row["decoding"] = decoding
             rows.append(row)
             write_report(args, cfg, seeds, load_s, rows)  # after every row: a long run keeps what it measured
@@ -157,15 +168,16 @@ def main(argv: list[str] | None = None) -> int:
                   f"resp {row['mean_response_tokens']:.1f} tok  {row['seconds_per_turn']:.2f} s/turn "
                   f"({row['prompts_per_turn']:.1f} prompts)  format {row['format']}", flush=True)
     path, report = write_report(args, cfg, seeds, load_s, rows)
-    print(f"\n{args.preset}: {len(seeds)} tasks x {cfg.max_steps} steps, {args.threads} threads, "
+    print(f"\n{args.preset}: {len(seeds)} tasks x {cfg.max_steps} steps (generate rows: "
+          f"{args.generate_tasks or len(seeds)} x {args.generate_steps or cfg.max_steps}), {args.threads} threads, "
           f"load average {report['load_average'][0]:.1f}")
-    print("| mode | decoding | success | valid actions | response tokens | prompt tokens | s / turn (prompts) | s / step |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| mode | decoding | episodes x steps | success | valid actions | response tokens | prompt tokens | s / turn (prompts) | s / step |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r["mode"] == "random":
-            print(f"| uniform random | - | {r['success_rate']:.3f} | 1.000 | - | - | - | - |")
+            print(f"| uniform random | - | {len(seeds)} x {cfg.max_steps} | {r['success_rate']:.3f} | 1.000 | - | - | - | - |")
             continue
-        print(f"| {r['mode']} | {r['decoding']} | {r['success_rate']:.3f} | {r['valid_action_rate']:.3f} | "
+        print(f"| {r['mode']} | {r['decoding']} | {r['episodes']} x {r['max_steps']} | {r['success_rate']:.3f} | {r['valid_action_rate']:.3f} | "
               f"{r['mean_response_tokens']:.1f} | {r['mean_prompt_tokens']:.0f} | {r['seconds_per_turn']:.2f} "
               f"({r['prompts_per_turn']:.1f}) | {r['seconds_per_step']:.2f} |")
     print(f"wrote {path}")
