@@ -47,7 +47,7 @@ import numpy as np
 METHODS = ("grpo", "gigpo", "graphgpo", "rloo")
 
 # The embedded tasks. "easy" is the trainer's embedded default (random-policy success ~0.28); "hard" is the
-# 6x6 room with 10 reverse moves and 15 steps (random ~0.20, /work/shared/EMBEDDED_DEFAULT.md).
+# 6x6 room with 10 reverse moves and 15 steps (random ~0.20; measured when the embedded default was chosen).
 # "textworld": 32 generated easy games (2 rooms, 4 objects, 2-step quests), 10 steps per episode, played
 # by the embedded model through TextWorld's compact numbered menu (goal + admissible commands, answer #k).
 # Its in-training evaluation is on the 32 training games (can the method master them?); "heldout" names
