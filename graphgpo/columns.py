@@ -120,12 +120,15 @@ def dense_ids(values: Sequence, label: str) -> tuple[np.ndarray, list]:
     row of each run goes through ``np.unique`` (a label's first row always starts a run). Lists: two passes
     over a dict (a pointer comparison per row to find runs costs as much as a dict pass; measured)."""
     if isinstance(values, np.ndarray) and values.ndim == 1 and values.dtype.kind in "iub":
-        run_starts = np.concatenate([[0], np.flatnonzero(values[1:] != values[:-1]) + 1])
+        run_starts = np.flatnonzero(values[1:] != values[:-1]) + 1
+        if len(values):
+            run_starts = np.concatenate([[0], run_starts])
         unique, first, inverse = np.unique(values[run_starts], return_index=True, return_inverse=True)
         order = np.argsort(first, kind="stable")
         rank = np.empty_like(order)
         rank[order] = np.arange(len(order))
-        return _repeat_runs(rank[inverse].astype(np.int64), run_starts, len(values)), unique[order].tolist()
+        run_lengths = np.diff(np.append(run_starts, len(values)))
+        return np.repeat(rank[inverse].astype(np.int64), run_lengths), unique[order].tolist()
     values = values.tolist() if isinstance(values, np.ndarray) else values
     try:
         labels = list(dict.fromkeys(values))
@@ -134,10 +137,6 @@ def dense_ids(values: Sequence, label: str) -> tuple[np.ndarray, list]:
         raise ValueError(f"row {row}: {label} must be hashable, got {type(values[row]).__name__}") from None
     index = {value: i for i, value in enumerate(labels)}
     return np.fromiter(map(index.__getitem__, values), np.int64, len(values)), labels
-
-
-def _repeat_runs(ids: np.ndarray, run_starts: np.ndarray, n: int) -> np.ndarray:
-    return np.repeat(ids, np.diff(np.append(run_starts, n)))
 
 
 def _hashable(value) -> bool:

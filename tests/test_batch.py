@@ -6,6 +6,7 @@ import torch
 
 from graphgpo.batch import KeyCollisionWarning, StepBatch
 from graphgpo.hashing import KeyHasher, hash_token_rows, stable_key
+from graphgpo.columns import dense_ids
 
 
 def rec(group, traj, step, state, next_state, success=False, valid=True, episode_reward=None, reward=0.0, **kw):
@@ -349,3 +350,12 @@ def test_from_records_and_columns_match_a_plain_python_oracle(seed):
     relabelled = [dict(r, group=g) for r, g in zip(rows, int_columns["group"].tolist())]
     assert batch.group.tolist() == _oracle(relabelled)["group"]
     assert batch.traj.tolist() == want["traj"]
+
+
+@pytest.mark.parametrize("values", [[], [7], [3, 3, 1, 1, 3, 2, 2], [5, 4, 5, 4]])
+def test_dense_ids_of_integer_arrays_match_first_appearance_order(values):
+    """The run-based numpy path (integer arrays) against a dict of first appearances, empty included."""
+    first = {}
+    want = [first.setdefault(v, len(first)) for v in values]
+    ids, labels = dense_ids(np.array(values, dtype=np.int64), "field 'group'")
+    assert ids.dtype == np.int64 and ids.tolist() == want and labels == list(first)
