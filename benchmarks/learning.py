@@ -364,17 +364,21 @@ def summarise_task(cfg: LearningConfig, task: str) -> dict[str, Any]:
             other = comparator(method, base_name)
             if other == method or other not in methods:
                 continue
-            base = {p["seed"]: p for p in methods[other]["per_seed"]}
             for key in ("final_eval_success", "auc", "heldout_success"):
-                diffs = [p[key] - base[p["seed"]][key] for p in info["per_seed"]
-                         if p["seed"] in base and p.get(key) is not None and base[p["seed"]].get(key) is not None]
-                info[f"{key}_minus_{base_name}"] = _mean_std(diffs)
+                info[f"{key}_minus_{base_name}"] = paired_difference(info, methods[other], key)
     return {"task": task, "iterations": cfg.iterations, "random_policy_success": random_rate,
             "eval_label": TASKS[task].get("eval_label", EVAL_LABEL),
             "heldout": bool(TASKS[task].get("heldout")),
             "best_final_train_success": best, "half_best_threshold": half_best, "half_gain_threshold": half_gain,
             "methods": methods, "curves": {m: [c.train.tolist() for c in cs] for m, cs in curves.items()},
             "evals": {m: [c.evals for c in cs] for m, cs in curves.items()}}
+
+
+def paired_difference(info: dict[str, Any], base: dict[str, Any], key: str) -> dict[str, float | None]:
+    """Mean ± std over the seeds both variants ran of (this variant's ``key`` − the base's)."""
+    theirs = {p["seed"]: p.get(key) for p in base["per_seed"]}
+    return _mean_std([p[key] - theirs[p["seed"]] for p in info["per_seed"]
+                      if p.get(key) is not None and theirs.get(p["seed"]) is not None])
 
 
 EARLIER_KEYS = ("final_eval_success", "final_train_success", "auc", "heldout_success")
@@ -419,7 +423,7 @@ DS = "filter_groups.enable=true"
 LABELS = {DS: "+DS", "advantage.memory=true": "+memory", "advantage.backend=reference": None,
           "advantage.options.normalize=mean": "normalize=mean"}
 """How variant overrides read in tables and legends (None: left out; the reference backend gives the same
-advantages within 1e-6 and exists for memory until the torch path has it)."""
+advantages within 1e-6; the rerun's trainer snapshot had graph memory only on it)."""
 
 
 def uses_ds(spec: str) -> bool:
@@ -514,6 +518,48 @@ def sampling_table(summary: dict[str, Any]) -> str:
         lines.append(f"| {variant_label(method)} | {runs} | {cells[1]} | {cells[2]} | {cells[3]} "
                      f"| {cells[0]} |")
     return "\n".join(lines)
+
+
+OPTIONS = {"+DS": (DS,), "+memory": ("advantage.memory=true", "advantage.backend=reference")}
+"""The switches whose effect option_table measures, and the overrides that go with each (memory ran on the
+reference backend: the trainer snapshot of the rerun had memory only there)."""
+
+
+def without_option(spec: str, option: str) -> str | None:
+    """``spec`` with ``option``'s overrides removed, or None when ``spec`` does not use the option."""
+    name, overrides = parse_method(spec)
+    switch = OPTIONS[option][0]
+    if switch not in overrides:
+        return None
+    rest = [o for o in overrides if o not in OPTIONS[option]]
+    return f"{name}@{','.join(rest)}" if rest else name
+
+
+def option_table(summary: dict[str, Any]) -> str:
+    """What each option adds: every variant that uses +DS or +memory against the same variant without it,
+    paired by seed (final greedy success, AUC, held-out success). Empty when no pair ran."""
+    methods = summary["methods"]
+    heldout = summary.get("heldout", False)
+    keys = ["final_eval_success", "auc"] + (["heldout_success"] if heldout else [])
+    rows = []
+    for spec, info in methods.items():
+        for option in OPTIONS:
+            base = without_option(spec, option)
+            if base is None or base not in methods:
+                continue
+            diffs = [paired_difference(info, methods[base], key) for key in keys]
+            seeds = {p["seed"] for p in info["per_seed"]} & {p["seed"] for p in methods[base]["per_seed"]}
+            if not seeds:
+                continue
+            without, with_ = ([p[keys[0]] for p in m["per_seed"] if p["seed"] in seeds] for m in (methods[base], info))
+            rows.append(f"| {option} | {variant_label(base)} | {len(seeds)} | {_fmt(_mean_std(without))} → "
+                        f"{_fmt(_mean_std(with_))} | " + " | ".join(_fmt(d) for d in diffs) + " |")
+    if not rows:
+        return ""
+    header = (["option", "added to", "paired seeds", "final success on those seeds (without → with)",
+               "Δ final (paired)", "Δ AUC (paired)"] + (["Δ held-out (paired)"] if heldout else []))
+    return "\n".join(["What each option adds (paired by seed against the same variant without it):", "",
+                      "| " + " | ".join(header) + " |", "|---" * len(header) + "|", *rows])
 
 
 def goal_table(summary: dict[str, Any], chosen: str) -> str:
@@ -619,7 +665,9 @@ def write_report(cfg: LearningConfig) -> dict[str, Any]:
         goal = goal_table(t, TASKS.get(t["task"], {}).get("graphgpo_chosen", ""))
         goal = (f"\n\nGoal check (final greedy success; GraphGPO with its chosen options "
                 f"`{TASKS[t['task']]['graphgpo_chosen']}`):\n\n{goal}") if goal else ""
-        sections.append(f"{markdown_table(t)}{goal}\n\nCommand: `{t['command']}`")
+        options = option_table(t)
+        options = f"\n\n{options}" if options else ""
+        sections.append(f"{markdown_table(t)}{goal}{options}\n\nCommand: `{t['command']}`")
     header = ("# Learning comparison\n\nMean ± std over seeds (runs that reached the budget). Same seed = same "
               "initial weights and the same tasks at every iteration for every method.\n")
     if cfg.earlier:

@@ -141,6 +141,37 @@ def test_paired_differences_at_the_same_ds_setting_and_the_goal_table(tmp_path):
     assert "Goal check" in (tmp_path / "out" / "learning.md").read_text()
 
 
+def test_option_table_pairs_each_option_with_the_same_variant_without_it(tmp_path):
+    """+DS and +memory rows against the same variant without the option, paired on the seeds both ran."""
+    from benchmarks.learning import option_table, without_option
+
+    mean, ds = "advantage.options.normalize=mean", "filter_groups.enable=true"
+    mem = "advantage.memory=true,advantage.backend=reference"
+    ours, ours_mem, ours_ds = f"graphgpo@{mean}", f"graphgpo@{mean},{mem}", f"graphgpo@{mean},{ds}"
+    assert without_option(ours_mem, "+memory") == ours and without_option(ours_ds, "+DS") == ours
+    assert without_option(f"gigpo@{ds}", "+DS") == "gigpo" and without_option(ours, "+DS") is None
+    # grpo +DS ran on no seed that grpo ran on: no row
+    cfg = LearningConfig(tasks=["sokoban-easy"], methods=["gigpo", f"gigpo@{ds}", ours, ours_mem, ours_ds, "grpo",
+                                                          f"grpo@{ds}"],
+                         seeds=[0, 1, 2], iterations=2, smooth=1, run_root=str(tmp_path)).validate()
+    finals = {"gigpo": (0.2, 0.3, None), f"gigpo@{ds}": (0.4, 0.2, None), ours: (0.5, 0.5, 0.1),
+              ours_mem: (0.7, None, 0.4), ours_ds: (None, None, 0.9), "grpo": (0.1, None, None),
+              f"grpo@{ds}": (None, 0.3, None)}
+    for method, values in finals.items():
+        for seed, value in enumerate(values):
+            if value is not None:
+                _write_run(cfg, method, seed, [0.2, 0.4], value)
+    rows = option_table(summarise_task(cfg, "sokoban-easy")).splitlines()[4:]
+    by_base = {(r.split(" | ")[0][2:], r.split(" | ")[1]): r for r in rows}
+    # gigpo +DS: seeds 0, 1 -> (+0.2, -0.1); memory: seeds 0, 2 -> (+0.2, +0.3); DS on ours: seed 2 only (+0.8)
+    assert by_base[("+DS", "gigpo")].startswith("| +DS | gigpo | 2 |") and "0.050 ± 0.212" in by_base[("+DS", "gigpo")]
+    # the without → with means cover the paired seeds only (ours on seeds 0, 2: 0.3; on seed 2: 0.1)
+    memory_row = by_base[("+memory", "graphgpo normalize=mean")]
+    assert "| 2 | 0.300 ± 0.283 → 0.550 ± 0.212 | 0.250 ± 0.071 |" in memory_row
+    assert "| 1 | 0.100 ± 0.000 → 0.900 ± 0.000 | 0.800 ± 0.000 |" in by_base[("+DS", "graphgpo normalize=mean")]
+    assert len(rows) == 3
+
+
 def test_rollout_cost_table_by_hand(tmp_path):
     """Rounds, groups trained on, informative groups and episodes per iteration: means over iterations, then
     over seeds; a run that does not log a metric on every row is left out of that column."""
