@@ -279,8 +279,8 @@ class RunCurve:
     heldout: float | None = None
     """Greedy success on the task's second (held-out) evaluation set after the last iteration."""
     sampling: dict[str, float] = field(default_factory=dict)
-    """Per-iteration means of the rollout-cost metrics (SAMPLING_METRICS; a metric missing from some row, as
-    in runs that predate it, is left out)."""
+    """Per-iteration means of the rollout-cost and graph metrics (RUN_METRICS; a metric missing from some row,
+    as in runs that predate it, is left out)."""
 
 
 SAMPLING_METRICS = {"episodes_rolled_out": "episodes_per_iteration", "rollout_rounds": "rounds_per_iteration",
@@ -288,6 +288,13 @@ SAMPLING_METRICS = {"episodes_rolled_out": "episodes_per_iteration", "rollout_ro
                     "groups_informative": "groups_informative_per_iteration"}
 """metrics.jsonl column -> summary key: what dynamic sampling costs (rounds and episodes) and keeps (groups
 trained on, of tasks_per_batch; informative groups found over all rounds)."""
+MEMORY_METRICS = {"graph_groups_without_success": "groups_without_success_per_iteration",
+                  "graph_memory_success_groups": "groups_given_success_by_memory_per_iteration",
+                  "graph_memory_edges": "memory_edges_per_iteration"}
+"""metrics.jsonl column -> summary key (GraphGPO's graph statistics): groups trained on whose own rollouts
+all failed (zero step credit without memory), how many of them graph memory joined to a remembered success,
+and the remembered edges it added to the iteration's graphs."""
+RUN_METRICS = {**SAMPLING_METRICS, **MEMORY_METRICS}
 
 
 def load_run(run_dir: Path, seed: int, iterations: int) -> RunCurve | None:
@@ -300,7 +307,7 @@ def load_run(run_dir: Path, seed: int, iterations: int) -> RunCurve | None:
     evals = [(r["iteration"], float(r["eval_success_rate"])) for r in rows if "eval_success_rate" in r]
     baseline_file = run_dir / "random_baseline.json"
     baseline = json.loads(baseline_file.read_text())["random_policy_success_rate"] if baseline_file.is_file() else None
-    sampling = {name: float(np.mean([r[column] for r in rows])) for column, name in SAMPLING_METRICS.items()
+    sampling = {name: float(np.mean([r[column] for r in rows])) for column, name in RUN_METRICS.items()
                 if all(column in r for r in rows)}
     return RunCurve(seed, np.array([float(r["success_rate"]) for r in rows]), evals, baseline,
                     heldout_success(run_dir, iterations), sampling)
@@ -341,7 +348,7 @@ def summarise_task(cfg: LearningConfig, task: str) -> dict[str, Any]:
                 "auc": float(c.train.mean()),
                 "iters_to_half_best": first_reaching(smooth, half_best) if half_best is not None else None,
                 "iters_to_half_gain": first_reaching(smooth, half_gain) if half_gain is not None else None,
-                **{name: c.sampling.get(name) for name in SAMPLING_METRICS.values()},
+                **{name: c.sampling.get(name) for name in RUN_METRICS.values()},
             })
         added = reproduced_earlier_seeds(per_seed, earlier.get((task, method), {}), cfg.seeds)
         own = per_seed
@@ -351,7 +358,7 @@ def summarise_task(cfg: LearningConfig, task: str) -> dict[str, Any]:
             "per_seed": per_seed,
             **{key: _mean_std([p.get(key) for p in per_seed])
                for key in ("final_eval_success", "final_train_success", "auc", "heldout_success",
-                           *SAMPLING_METRICS.values())},
+                           *RUN_METRICS.values())},
             # a run that never reaches the bar counts as the budget + 1 in the mean (a lower bound on its time)
             **{key: {**_mean_std([p[key] if p[key] is not None else cfg.iterations + 1 for p in own]),
                      "never": sum(p[key] is None for p in own)}
@@ -495,9 +502,9 @@ def markdown_table(summary: dict[str, Any]) -> str:
     lines.append("")
     lines.append("Δ columns: paired by seed against GRPO / GiGPO with the same dynamic-sampling setting "
                  "(a +DS row against GRPO +DS / GiGPO +DS).")
-    cost = sampling_table(summary)
-    if cost:
-        lines += ["", cost]
+    for extra in (sampling_table(summary), memory_table(summary)):
+        if extra:
+            lines += ["", extra]
     return "\n".join(lines)
 
 
@@ -517,6 +524,26 @@ def sampling_table(summary: dict[str, Any]) -> str:
         runs = len(m["seeds"]) - len(m.get("earlier_seeds") or [])
         lines.append(f"| {variant_label(method)} | {runs} | {cells[1]} | {cells[2]} | {cells[3]} "
                      f"| {cells[0]} |")
+    return "\n".join(lines)
+
+
+def memory_table(summary: dict[str, Any]) -> str:
+    """Per iteration (mean over iterations, then mean ± std over runs): GraphGPO's trained groups whose own
+    rollouts all failed, and for the graph-memory variants how many of them got a remembered path to the
+    goal and how many remembered edges joined the graphs. Empty when no memory run logged them."""
+    if not any((m.get("groups_given_success_by_memory_per_iteration") or {}).get("mean") is not None
+               for m in summary["methods"].values()):
+        return ""
+    lines = ["Groups without a success of their own, per iteration (graph memory gives them the distances of "
+             "remembered paths to the goal):", "",
+             "| method | runs | groups whose rollouts all failed | of them given a success by memory "
+             "| remembered edges joined |", "|---|---|---|---|---|"]
+    for method, m in summary["methods"].items():
+        if (m.get("groups_without_success_per_iteration") or {}).get("mean") is None:
+            continue
+        runs = len(m["seeds"]) - len(m.get("earlier_seeds") or [])
+        cells = [_fmt(m.get(k), 1) for k in MEMORY_METRICS.values()]
+        lines.append(f"| {variant_label(method)} | {runs} | {cells[0]} | {cells[1]} | {cells[2]} |")
     return "\n".join(lines)
 
 
@@ -688,7 +715,7 @@ ARCHIVE_FILES = ("summary.json", "config.yaml", BASELINE_FILE, "heldout_eval.jso
 ARCHIVE_METRICS = ("iteration", "success_rate", "mean_return", "mean_length", "valid_action_rate", "entropy",
                    "clip_fraction", "learning_rate", "graph_groups_without_success", "graph_memory_edges",
                    "graph_memory_success_groups", "memory_tasks", "update_skipped", "success_rate_all_rounds",
-                   "time_iteration", *SAMPLING_METRICS)
+                   "time_iteration", *RUN_METRICS)
 """The metrics.jsonl columns an archived run keeps (plus every ``eval_*`` column): what the report reads
 and what the discussion of the runs uses (entropy, groups without success, memory)."""
 EXACT_METRICS = ("success_rate", "success_rate_all_rounds")

@@ -172,6 +172,42 @@ def test_option_table_pairs_each_option_with_the_same_variant_without_it(tmp_pat
     assert len(rows) == 3
 
 
+def test_memory_table_by_hand(tmp_path):
+    """Groups without a success of their own and how many of them memory rescued: means over iterations, then
+    over runs; a variant that does not log the memory columns shows its groups without success only."""
+    from benchmarks.learning import memory_table
+
+    mem = "graphgpo@advantage.memory=true"
+    cfg = LearningConfig(tasks=["sokoban-easy"], methods=["grpo", "graphgpo", mem], seeds=[0, 1], iterations=2,
+                         smooth=1, run_root=str(tmp_path)).validate()
+    logged = {("graphgpo", 0): [{"graph_groups_without_success": 6}, {"graph_groups_without_success": 4}],
+              ("graphgpo", 1): [{"graph_groups_without_success": 8}, {"graph_groups_without_success": 8}],
+              (mem, 0): [{"graph_groups_without_success": 6, "graph_memory_success_groups": 2,
+                          "graph_memory_edges": 100},
+                         {"graph_groups_without_success": 2, "graph_memory_success_groups": 2,
+                          "graph_memory_edges": 300}],
+              (mem, 1): [{"graph_groups_without_success": 4, "graph_memory_success_groups": 0,
+                          "graph_memory_edges": 0},
+                         {"graph_groups_without_success": 4, "graph_memory_success_groups": 1,
+                          "graph_memory_edges": 50}]}
+    for method in cfg.methods:
+        for seed in cfg.seeds:
+            _write_run(cfg, method, seed, [0.2, 0.4], 0.3)
+            run = run_dir_for(cfg, "sokoban-easy", method, seed)
+            rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+            for row, extra in zip(rows, logged.get((method, seed), [{}, {}])):
+                row.update(extra)
+            (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    lines = memory_table(summarise_task(cfg, "sokoban-easy")).splitlines()
+    # graphgpo: seed means 5 and 8; memory: without 4 and 4, rescued 2 and 0.5, edges 200 and 25
+    assert lines[4] == "| graphgpo | 2 | 6.5 ± 2.1 | – | – |"
+    assert lines[5] == "| graphgpo +memory | 2 | 4.0 ± 0.0 | 1.2 ± 1.1 | 112.5 ± 123.7 |"
+    assert len(lines) == 6  # grpo logs none of it
+    assert memory_table(summarise_task(LearningConfig(tasks=["sokoban-easy"], methods=["graphgpo"], seeds=[0, 1],
+                                                      iterations=2, run_root=str(tmp_path)).validate(),
+                                       "sokoban-easy")) == ""
+
+
 def test_rollout_cost_table_by_hand(tmp_path):
     """Rounds, groups trained on, informative groups and episodes per iteration: means over iterations, then
     over seeds; a run that does not log a metric on every row is left out of that column."""
