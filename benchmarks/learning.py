@@ -291,9 +291,9 @@ trained on, of tasks_per_batch; informative groups found over all rounds)."""
 MEMORY_METRICS = {"graph_groups_without_success": "groups_without_success_per_iteration",
                   "graph_memory_success_groups": "groups_given_success_by_memory_per_iteration",
                   "graph_memory_edges": "memory_edges_per_iteration"}
-"""metrics.jsonl column -> summary key (GraphGPO's graph statistics): groups trained on whose own rollouts
-all failed (zero step credit without memory), how many of them graph memory joined to a remembered success,
-and the remembered edges it added to the iteration's graphs."""
+"""metrics.jsonl column -> summary key (the trainer's graph statistics, logged for every method): groups
+trained on whose own rollouts all failed (zero GraphGPO step credit without memory), how many of them graph
+memory joined to a remembered success, and the remembered edges it added to the iteration's graphs."""
 RUN_METRICS = {**SAMPLING_METRICS, **MEMORY_METRICS}
 
 
@@ -528,7 +528,7 @@ def sampling_table(summary: dict[str, Any]) -> str:
 
 
 def memory_table(summary: dict[str, Any]) -> str:
-    """Per iteration (mean over iterations, then mean ± std over runs): GraphGPO's trained groups whose own
+    """Per iteration (mean over iterations, then mean ± std over runs): the trained groups whose own
     rollouts all failed, and for the graph-memory variants how many of them got a remembered path to the
     goal and how many remembered edges joined the graphs. Empty when no memory run logged them."""
     if not any((m.get("groups_given_success_by_memory_per_iteration") or {}).get("mean") is not None
