@@ -290,10 +290,12 @@ SAMPLING_METRICS = {"episodes_rolled_out": "episodes_per_iteration", "rollout_ro
 trained on, of tasks_per_batch; informative groups found over all rounds)."""
 MEMORY_METRICS = {"graph_groups_without_success": "groups_without_success_per_iteration",
                   "graph_memory_success_groups": "groups_given_success_by_memory_per_iteration",
-                  "graph_memory_edges": "memory_edges_per_iteration"}
+                  "graph_memory_edges": "memory_edges_per_iteration",
+                  "advantage_std": "advantage_std_per_iteration"}
 """metrics.jsonl column -> summary key (the trainer's graph statistics, logged for every method): groups
 trained on whose own rollouts all failed (zero GraphGPO step credit without memory), how many of them graph
-memory joined to a remembered success, and the remembered edges it added to the iteration's graphs."""
+memory joined to a remembered success, the remembered edges it added to the iteration's graphs, and the
+spread of the advantages the update saw (what memory does to the size of the step signal)."""
 RUN_METRICS = {**SAMPLING_METRICS, **MEMORY_METRICS}
 
 
@@ -530,20 +532,21 @@ def sampling_table(summary: dict[str, Any]) -> str:
 def memory_table(summary: dict[str, Any]) -> str:
     """Per iteration (mean over iterations, then mean ± std over runs): the trained groups whose own
     rollouts all failed, and for the graph-memory variants how many of them got a remembered path to the
-    goal and how many remembered edges joined the graphs. Empty when no memory run logged them."""
+    goal, how many remembered edges joined the graphs, and the advantages' spread. Empty when no memory run
+    logged them."""
     if not any((m.get("groups_given_success_by_memory_per_iteration") or {}).get("mean") is not None
                for m in summary["methods"].values()):
         return ""
     lines = ["Groups without a success of their own, per iteration (graph memory gives them the distances of "
              "remembered paths to the goal):", "",
              "| method | runs | groups whose rollouts all failed | of them given a success by memory "
-             "| remembered edges joined |", "|---|---|---|---|---|"]
+             "| remembered edges joined | advantage std |", "|---|---|---|---|---|---|"]
     for method, m in summary["methods"].items():
         if (m.get("groups_without_success_per_iteration") or {}).get("mean") is None:
             continue
         runs = len(m["seeds"]) - len(m.get("earlier_seeds") or [])
-        cells = [_fmt(m.get(k), 1) for k in MEMORY_METRICS.values()]
-        lines.append(f"| {variant_label(method)} | {runs} | {cells[0]} | {cells[1]} | {cells[2]} |")
+        cells = [_fmt(m.get(k), 2 if k == "advantage_std_per_iteration" else 1) for k in MEMORY_METRICS.values()]
+        lines.append(f"| {variant_label(method)} | {runs} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -183,13 +183,13 @@ def test_memory_table_by_hand(tmp_path):
     logged = {("graphgpo", 0): [{"graph_groups_without_success": 6}, {"graph_groups_without_success": 4}],
               ("graphgpo", 1): [{"graph_groups_without_success": 8}, {"graph_groups_without_success": 8}],
               (mem, 0): [{"graph_groups_without_success": 6, "graph_memory_success_groups": 2,
-                          "graph_memory_edges": 100},
+                          "graph_memory_edges": 100, "advantage_std": 2.0},
                          {"graph_groups_without_success": 2, "graph_memory_success_groups": 2,
-                          "graph_memory_edges": 300}],
+                          "graph_memory_edges": 300, "advantage_std": 1.0}],
               (mem, 1): [{"graph_groups_without_success": 4, "graph_memory_success_groups": 0,
-                          "graph_memory_edges": 0},
+                          "graph_memory_edges": 0, "advantage_std": 0.5},
                          {"graph_groups_without_success": 4, "graph_memory_success_groups": 1,
-                          "graph_memory_edges": 50}]}
+                          "graph_memory_edges": 50, "advantage_std": 0.5}]}
     for method in cfg.methods:
         for seed in cfg.seeds:
             _write_run(cfg, method, seed, [0.2, 0.4], 0.3)
@@ -199,9 +199,9 @@ def test_memory_table_by_hand(tmp_path):
                 row.update(extra)
             (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     lines = memory_table(summarise_task(cfg, "sokoban-easy")).splitlines()
-    # graphgpo: seed means 5 and 8; memory: without 4 and 4, rescued 2 and 0.5, edges 200 and 25
-    assert lines[4] == "| graphgpo | 2 | 6.5 ± 2.1 | – | – |"
-    assert lines[5] == "| graphgpo +memory | 2 | 4.0 ± 0.0 | 1.2 ± 1.1 | 112.5 ± 123.7 |"
+    # graphgpo: seed means 5 and 8; memory: without 4 and 4, rescued 2 and 0.5, edges 200 and 25, std 1.5 and 0.5
+    assert lines[4] == "| graphgpo | 2 | 6.5 ± 2.1 | – | – | – |"
+    assert lines[5] == "| graphgpo +memory | 2 | 4.0 ± 0.0 | 1.2 ± 1.1 | 112.5 ± 123.7 | 1.00 ± 0.71 |"
     assert len(lines) == 6  # grpo logs none of it
     assert memory_table(summarise_task(LearningConfig(tasks=["sokoban-easy"], methods=["graphgpo"], seeds=[0, 1],
                                                       iterations=2, run_root=str(tmp_path)).validate(),
