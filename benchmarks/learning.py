@@ -384,10 +384,18 @@ def summarise_task(cfg: LearningConfig, task: str) -> dict[str, Any]:
 
 
 def paired_difference(info: dict[str, Any], base: dict[str, Any], key: str) -> dict[str, float | None]:
-    """Mean ± std over the seeds both variants ran of (this variant's ``key`` − the base's)."""
+    """Mean ± std over the seeds both variants ran of (this variant's ``key`` − the base's), and on how many of
+    those seeds the difference is positive (``above``)."""
     theirs = {p["seed"]: p.get(key) for p in base["per_seed"]}
-    return _mean_std([p[key] - theirs[p["seed"]] for p in info["per_seed"]
-                      if p.get(key) is not None and theirs.get(p["seed"]) is not None])
+    diffs = [p[key] - theirs[p["seed"]] for p in info["per_seed"]
+             if p.get(key) is not None and theirs.get(p["seed"]) is not None]
+    return {**_mean_std(diffs), "above": sum(d > 0 for d in diffs)}
+
+
+def _fmt_paired(stat: dict | None) -> str:
+    """A paired difference with the seeds on which it is positive: ``0.010 ± 0.100 (3/5 > 0)``."""
+    text = _fmt(stat)
+    return f"{text} ({stat['above']}/{stat['n']} > 0)" if text != "–" and "above" in stat else text
 
 
 EARLIER_KEYS = ("final_eval_success", "final_train_success", "auc", "heldout_success")
@@ -583,7 +591,7 @@ def option_table(summary: dict[str, Any]) -> str:
                 continue
             without, with_ = ([p[keys[0]] for p in m["per_seed"] if p["seed"] in seeds] for m in (methods[base], info))
             rows.append(f"| {option} | {variant_label(base)} | {len(seeds)} | {_fmt(_mean_std(without))} → "
-                        f"{_fmt(_mean_std(with_))} | " + " | ".join(_fmt(d) for d in diffs) + " |")
+                        f"{_fmt(_mean_std(with_))} | " + " | ".join(_fmt_paired(d) for d in diffs) + " |")
     if not rows:
         return ""
     header = (["option", "added to", "paired seeds", "final success on those seeds (without → with)",
@@ -612,8 +620,9 @@ def goal_table(summary: dict[str, Any], chosen: str) -> str:
         holds = None if None in means else (means[0] >= 0 and means[1] > 0 and means[2] > 0)
         seeds = " / ".join(_seeds_cell(methods[m]) for m in (ours, gigpo, grpo))
         rows.append(f"| {'on' if ds else 'off'} ({variant_label(ours)}) | {seeds} | {_fmt(methods[ours][key])} "
-                    f"| {_fmt(methods[gigpo][key])} | {_fmt(methods[grpo][key])} | {_fmt(d_gigpo)} | {_fmt(d_grpo)} "
-                    f"| {_fmt(d_base)} | {'–' if holds is None else ('yes' if holds else 'no')} |")
+                    f"| {_fmt(methods[gigpo][key])} | {_fmt(methods[grpo][key])} | {_fmt_paired(d_gigpo)} "
+                    f"| {_fmt_paired(d_grpo)} | {_fmt_paired(d_base)} "
+                    f"| {'–' if holds is None else ('yes' if holds else 'no')} |")
     return "\n".join(rows) if len(rows) > 2 else ""
 
 

@@ -133,7 +133,7 @@ def test_paired_differences_at_the_same_ds_setting_and_the_goal_table(tmp_path):
     table = goal_table(s, "advantage.omega=0.95")
     off, on = table.splitlines()[2:]
     # off: ours 0.5 >= gigpo 0.45 > grpo 0.25 -> holds; on: ours 0.55 < gigpo 0.65 -> does not
-    assert off.startswith("| off") and off.endswith("| yes |") and "0.050 ± 0.071" in off
+    assert off.startswith("| off") and off.endswith("| yes |") and "0.050 ± 0.071 (1/2 > 0)" in off
     assert on.startswith("| on") and on.endswith("| no |") and "-0.100 ± 0.000" in on
     assert "graphgpo ω=0.95 +DS" in markdown_table(s)
     write_report(cfg)
@@ -167,8 +167,9 @@ def test_option_table_pairs_each_option_with_the_same_variant_without_it(tmp_pat
     assert by_base[("+DS", "gigpo")].startswith("| +DS | gigpo | 2 |") and "0.050 ± 0.212" in by_base[("+DS", "gigpo")]
     # the without → with means cover the paired seeds only (ours on seeds 0, 2: 0.3; on seed 2: 0.1)
     memory_row = by_base[("+memory", "graphgpo normalize=mean")]
-    assert "| 2 | 0.300 ± 0.283 → 0.550 ± 0.212 | 0.250 ± 0.071 |" in memory_row
-    assert "| 1 | 0.100 ± 0.000 → 0.900 ± 0.000 | 0.800 ± 0.000 |" in by_base[("+DS", "graphgpo normalize=mean")]
+    assert "| 2 | 0.300 ± 0.283 → 0.550 ± 0.212 | 0.250 ± 0.071 (2/2 > 0) |" in memory_row
+    ds_row = by_base[("+DS", "graphgpo normalize=mean")]
+    assert "| 1 | 0.100 ± 0.000 → 0.900 ± 0.000 | 0.800 ± 0.000 (1/1 > 0) |" in ds_row
     assert len(rows) == 3
 
 
@@ -299,7 +300,7 @@ def test_earlier_seeds_fill_in_only_where_the_runs_reproduce_them(tmp_path):
     assert m["grpo"]["iters_to_half_best"]["n"] == 1  # only the run here has iterations-to-bar
     assert m["gigpo"]["seeds"] == [0] and m["graphgpo"]["seeds"] == [0]
     # paired on seed 0 only (gigpo has no seeds 1-2): 0.5 - 0.25
-    assert m["gigpo"]["final_eval_success_minus_grpo"] == {"mean": 0.25, "std": 0.0, "n": 1}
+    assert m["gigpo"]["final_eval_success_minus_grpo"] == {"mean": 0.25, "std": 0.0, "n": 1, "above": 1}
     assert "| grpo | 3 (2 earlier) |" in markdown_table(s)
     path.write_text("not json")
     with pytest.raises(ValueError, match="earlier.json is not a learning.json report"):
