@@ -209,6 +209,36 @@ def test_memory_table_by_hand(tmp_path):
                                        "sokoban-easy")) == ""
 
 
+def test_assemble_puts_the_report_between_the_markers(tmp_path):
+    """benchmarks/learning_assemble.py: the report's tables and a goal summary replace what the markers held;
+    text outside them stays; a RESULTS file without the markers is an error that names it."""
+    from benchmarks.learning_assemble import assemble
+
+    ds = "filter_groups.enable=true"
+    methods = ["grpo", "gigpo", "graphgpo@advantage.omega=0.95", f"grpo@{ds}", f"gigpo@{ds}",
+               f"graphgpo@advantage.omega=0.95,{ds}"]
+    cfg = LearningConfig(tasks=["sokoban-easy"], methods=methods, seeds=[0], iterations=2, smooth=1,
+                         run_root=str(tmp_path), out=str(tmp_path / "out")).validate()
+    for value, method in zip((0.1, 0.5, 0.6, 0.2, 0.4, 0.7), methods):
+        _write_run(cfg, method, 0, [0.2, 0.4], value)
+    write_report(cfg)
+    results = tmp_path / "RESULTS.md"
+    results.write_text("intro\n<!-- goal summary: begin -->\nold goal\n<!-- goal summary: end -->\nmiddle\n"
+                       "<!-- rerun tables: begin -->\nold tables\n<!-- rerun tables: end -->\nafter\n")
+    summary = assemble(tmp_path / "out", results)
+    text = results.read_text()
+    assert "old goal" not in text and "old tables" not in text
+    assert text.startswith("intro\n") and "\nmiddle\n" in text and text.endswith("after\n")
+    assert "#### sokoban-easy" in text and "\n### sokoban-easy" not in text
+    off, on = summary.splitlines()[2:]
+    assert off.startswith("| sokoban-easy | off") and off.endswith("| yes |")   # 0.6 >= 0.5 > 0.1
+    assert on.startswith("| sokoban-easy | on") and on.endswith("| yes |")     # 0.7 >= 0.4 > 0.2
+    bare = tmp_path / "BARE.md"
+    bare.write_text("no markers\n")
+    with pytest.raises(ValueError, match="BARE.md"):
+        assemble(tmp_path / "out", bare)
+
+
 def test_rollout_cost_table_by_hand(tmp_path):
     """Rounds, groups trained on, informative groups and episodes per iteration: means over iterations, then
     over seeds; a run that does not log a metric on every row is left out of that column."""
