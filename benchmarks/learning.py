@@ -479,6 +479,11 @@ def _fmt_iters(stat: dict, budget: int) -> str:
     return text + (f" ({stat['never']} never: counted {budget + 1})" if stat["never"] else "")
 
 
+def own_runs(m: dict[str, Any]) -> int:
+    """The runs of a variant that ran here (its seeds less those taken from an earlier report)."""
+    return len(m["seeds"]) - len(m.get("earlier_seeds") or [])
+
+
 def _seeds_cell(m: dict[str, Any]) -> str:
     earlier = m.get("earlier_seeds") or []
     return f"{len(m['seeds'])} ({len(earlier)} earlier)" if earlier else str(len(m["seeds"]))
@@ -531,7 +536,7 @@ def sampling_table(summary: dict[str, Any]) -> str:
              "| episodes rolled out |", "|---|---|---|---|---|---|"]
     for method, m in rows:
         cells = [_fmt(m.get(k), 2 if k == "rounds_per_iteration" else 1) for k in SAMPLING_METRICS.values()]
-        runs = len(m["seeds"]) - len(m.get("earlier_seeds") or [])
+        runs = own_runs(m)
         lines.append(f"| {variant_label(method)} | {runs} | {cells[1]} | {cells[2]} | {cells[3]} "
                      f"| {cells[0]} |")
     return "\n".join(lines)
@@ -552,7 +557,7 @@ def memory_table(summary: dict[str, Any]) -> str:
     for method, m in summary["methods"].items():
         if (m.get("groups_without_success_per_iteration") or {}).get("mean") is None:
             continue
-        runs = len(m["seeds"]) - len(m.get("earlier_seeds") or [])
+        runs = own_runs(m)
         cells = [_fmt(m.get(k), 2 if k == "advantage_std_per_iteration" else 1) for k in MEMORY_METRICS.values()]
         lines.append(f"| {variant_label(method)} | {runs} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -585,10 +590,10 @@ def option_table(summary: dict[str, Any]) -> str:
             base = without_option(spec, option)
             if base is None or base not in methods:
                 continue
-            diffs = [paired_difference(info, methods[base], key) for key in keys]
             seeds = {p["seed"] for p in info["per_seed"]} & {p["seed"] for p in methods[base]["per_seed"]}
             if not seeds:
                 continue
+            diffs = [paired_difference(info, methods[base], key) for key in keys]
             without, with_ = ([p[keys[0]] for p in m["per_seed"] if p["seed"] in seeds] for m in (methods[base], info))
             rows.append(f"| {option} | {variant_label(base)} | {len(seeds)} | {_fmt(_mean_std(without))} → "
                         f"{_fmt(_mean_std(with_))} | " + " | ".join(_fmt_paired(d) for d in diffs) + " |")
@@ -725,8 +730,7 @@ def write_report(cfg: LearningConfig) -> dict[str, Any]:
 ARCHIVE_FILES = ("summary.json", "config.yaml", BASELINE_FILE, "heldout_eval.json")
 """Small files of a run directory copied verbatim into the archive (no checkpoints, no model weights)."""
 ARCHIVE_METRICS = ("iteration", "success_rate", "mean_return", "mean_length", "valid_action_rate", "entropy",
-                   "clip_fraction", "learning_rate", "graph_groups_without_success", "graph_memory_edges",
-                   "graph_memory_success_groups", "memory_tasks", "update_skipped", "success_rate_all_rounds",
+                   "clip_fraction", "learning_rate", "memory_tasks", "update_skipped", "success_rate_all_rounds",
                    "time_iteration", *RUN_METRICS)
 """The metrics.jsonl columns an archived run keeps (plus every ``eval_*`` column): what the report reads
 and what the discussion of the runs uses (entropy, groups without success, memory)."""

@@ -36,7 +36,7 @@ def goal_summary(tasks: list[dict]) -> str:
     """The goal checks of all tasks as one table with a task column."""
     rows: list[str] = []
     for task in tasks:
-        table = goal_table(task, TASKS[task["task"]].get("graphgpo_chosen", "")).splitlines()
+        table = goal_table(task, TASKS.get(task["task"], {}).get("graphgpo_chosen", "")).splitlines()
         if not table:
             continue
         if not rows:
